@@ -1,0 +1,38 @@
+# passnat: the two commands of the quick start are `make demo` and `make test`.
+# Each installs what it needs (Debian packages when root, a venv with the Python packages).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv deps test test-unit test-integration bench bench-lab demo lint clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,net]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+deps:
+	@bash scripts/install-deps.sh
+
+test: deps venv
+	$(PY) -m pytest -q
+
+test-unit: venv
+	$(PY) -m pytest -q -m "not integration and not lab"
+
+bench: venv
+	$(PY) bench/engine_bench.py
+
+lint: venv
+	$(PY) -m pip install -q mypy ruff
+	$(VENV)/bin/mypy
+	$(VENV)/bin/ruff check passnat tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

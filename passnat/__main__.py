@@ -1,0 +1,5 @@
+import sys
+
+from passnat.control.cli import main
+
+sys.exit(main())

@@ -1,0 +1,25 @@
+"""Configuration problems: every error names file, line, column and what was expected."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    filename: str
+    line: int  # 1-based
+    column: int  # 1-based
+    message: str
+    severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        return f"{self.filename}:{self.line}:{self.column}: {self.severity}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Raised by ``parse_config`` when any line is malformed; carries all problems at once."""
+
+    def __init__(self, errors: list[ConfigProblem], warnings: list[ConfigProblem] | None = None):
+        self.errors = list(errors)
+        self.warnings = list(warnings or [])
+        super().__init__("\n".join(str(e) for e in self.errors))

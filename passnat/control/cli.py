@@ -1,0 +1,38 @@
+"""The ``passnat`` command: thin argparse front end; every subcommand lives in its own module."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from passnat.config.check import check_file
+
+    return check_file(args.config, quiet=args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="passnat",
+        description="passnat: a NAT/NAPT router for VPN passthrough (IPsec ESP, PPTP).",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("check", help="check a configuration file (exit 1 on errors)")
+    c.add_argument("--config", "-c", required=True, help="SEIL-style configuration file")
+    c.add_argument("--quiet", "-q", action="store_true", help="print errors only")
+    c.set_defaults(func=_cmd_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
