@@ -1,4 +1,8 @@
-"""Configuration problems: every error names file, line, column and what was expected."""
+"""Configuration problems: every error names file, line, column and what was expected.
+
+``Problem`` is raised while one line is read (it knows only the column);
+the parser turns it into a ``ConfigProblem`` with the file name and line.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,3 +27,12 @@ class ConfigError(Exception):
         self.errors = list(errors)
         self.warnings = list(warnings or [])
         super().__init__("\n".join(str(e) for e in self.errors))
+
+
+class Problem(Exception):
+    """An error at one column of the line being parsed."""
+
+    def __init__(self, column: int, message: str):
+        super().__init__(message)
+        self.column = column
+        self.message = message

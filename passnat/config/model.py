@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, Union
+from typing import Literal
 
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
@@ -165,7 +165,7 @@ class SnaptRule:
 
     kind: SnaptKind
     forward: IPv4Address
-    protocol: Union[int, str, None] = None  # int proto number, or TCPUDP; None for DEFAULT
+    protocol: int | str | None = None  # int proto number, or TCPUDP; None for DEFAULT
     listen: PortRange | None = None
     forward_ports: PortRange | None = None
     interface: str = DEFAULT_NAT_INTERFACE
@@ -304,7 +304,7 @@ class FilterRule:
     interface: str  # "any" for every interface
     direction: FilterDirection
     action: FilterAction
-    protocol: Union[int, str, None] = None
+    protocol: int | str | None = None
     protocol_name: str | None = None
     icmp_type: int | None = None
     src: AddrMatch = ANY_ADDR
@@ -316,6 +316,9 @@ class FilterRule:
     logging: Literal["off", "on", "state-only"] = "off"
     label: str | None = None
     enabled: bool = True
+    #: ``ipopts {none|any|<n>}``: match packets without IP options, with any, or
+    #: with option number n; None (not given) matches regardless of options
+    ipopts: Literal["none", "any"] | int | None = None
 
 
 # ------------------------------------------------------------------- options
@@ -341,6 +344,8 @@ class Config:
     nat: NatConfig = NatConfig()
     filters: tuple[FilterRule, ...] = ()
     options: IpOptions = IpOptions()
+    #: ``filter default {pass|block}`` (passnat extension): the action when no rule matches
+    filter_default: FilterAction = FilterAction.PASS
     #: warnings from parsing (skipped SEIL commands); not part of equality
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
