@@ -1,0 +1,70 @@
+"""Helpers shared by handlers: making sessions and their port-based flows.
+
+Every session is made by ``make_session``: it checks the limits first (R18,
+"nat session is full" logged and counted by the router), then registers the
+session in the table and in the packet's ``created`` list so that a later drop
+of the same packet rolls it back.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from passnat.nat.drops import Drop
+from passnat.nat.flow import make_flow
+from passnat.nat.handlers.base import Pkt
+from passnat.nat.session import Mapping, Session
+from passnat.nat.table import flow_key
+from passnat.packet.ipv4 import ntoa
+
+if TYPE_CHECKING:
+    from passnat.nat.router import Router
+
+_LIMIT_TEXT = {
+    Drop.SESSION_FULL: "nat session is full",
+    Drop.SESSION_LIMIT_IP: "nat session is full (restricted-per-ip)",
+    Drop.SESSION_LIMIT_PRIVATE_IP: "nat session is full (restricted-per-private-ip)",
+}
+
+
+def admit(router: Router, pkt: Pkt, private: int) -> Drop | None:
+    """None when a new session may be made for ``pkt``; else the reason (logged)."""
+    reason = router.table.admit(pkt.ip.src, private)
+    if reason is not None:
+        router.log_event(reason.value, pkt.now,
+                         f"{_LIMIT_TEXT[reason]}: dropped {ntoa(pkt.ip.src)} -> {ntoa(pkt.ip.dst)} "
+                         f"proto {pkt.ip.proto}", logging.WARNING)
+    return reason
+
+
+def make_session(router: Router, pkt: Pkt, *, kind: str, nat_if: str, in_addr: int, in_port: int,
+                 out_addr: int, out_port: int, rem_addr: int, rem_port: int, klass: str,
+                 handler: str, mapping: Mapping | None = None) -> Session:
+    """Register a new session (limits must have been checked with ``admit``)."""
+    s = Session(id=router.table.new_id(), proto=pkt.ip.proto, kind=kind, nat_if=nat_if,
+                in_addr=in_addr, in_port=in_port, out_addr=out_addr, out_port=out_port,
+                rem_addr=rem_addr, rem_port=rem_port, now=pkt.now, timeout=router.timeout(klass),
+                klass=klass, origin=pkt.ip.src, handler=handler)
+    s.mapping = mapping
+    router.table.add(s)
+    pkt.created.append(s)
+    return s
+
+
+def install_port_flows(router: Router, s: Session, *, slow: bool = False) -> None:
+    """(Re)build both flows of a port-based session (TCP, UDP, ICMP query id)."""
+    pseudo = s.proto != 1
+    out_hop = router.hop(s.rem_addr) or (s.nat_if, ntoa(s.rem_addr))
+    in_hop = router.hop(s.in_addr)
+    if in_hop is None:
+        in_hop = (s.lan_if or s.nat_if, ntoa(s.in_addr))
+    s.lan_if = in_hop[0]
+    rport = s.rem_port
+    oflow = make_flow(session=s, old_addr=s.in_addr, new_addr=s.out_addr, old_port=s.in_port,
+                      new_port=s.out_port, oif=out_hop[0], nh=out_hop[1], mtu=router.mtu(out_hop[0]),
+                      pseudo=pseudo, slow=slow or out_hop[0] != s.nat_if)
+    iflow = make_flow(session=s, old_addr=s.out_addr, new_addr=s.in_addr, old_port=s.out_port,
+                      new_port=s.in_port, oif=in_hop[0], nh=in_hop[1], mtu=router.mtu(in_hop[0]),
+                      pseudo=pseudo, slow=slow)
+    router.table.set_flows(s, flow_key(s.in_addr, s.rem_addr, s.in_port, rport), oflow,
+                           flow_key(s.rem_addr, s.out_addr, rport, s.out_port), iflow)

@@ -1,0 +1,386 @@
+"""IPsec ESP passthrough (R10, R11, B1): SEIL's first-come mode and passnat's SPI mode.
+
+ESP has no ports, and each direction's SPI is chosen by its receiver inside
+encrypted IKE, so a NAT cannot read which inbound SPI pairs with which
+outbound one (RFC 3715 §2.1).
+
+``first-come`` (SEIL, ``nat option esp-passthrough first-come``): a session per
+(inside host, server); every inbound ESP from a server goes to the first
+inside host that talks ESP to it (先着一名問題).
+
+``spi`` (passnat's default): per (global address, server) a *group* learns
+  * outbound SPIs (chosen by the server) -> the inside host that sends them;
+  * inbound SPIs (chosen by an inside host) -> that host, bound the first
+    time an unknown inbound SPI arrives, to the first candidate of:
+      1. the host holding the *pairing slot*: it sent a new outbound SPI that
+         has no inbound partner yet, less than the pairing window ago;
+      2. the host whose IKE exchange creating child SAs (IKEv2 IKE_AUTH or
+         CREATE_CHILD_SA response, IKEv1 Quick Mode; UDP 500 is clear text)
+         with the server completed most recently, within ``IKE_HINT`` s;
+      3. the host with the oldest unpaired outbound SPI;
+      4. the only inside host talking ESP to that server.
+    An inbound SPI whose sequence number says it is not a fresh SA (> 64)
+    tries 3 before 1.
+  Serialisation keeps this deterministic: one host holds the slot at a time.
+  Another host's packets on a *new* outbound SPI to the same server are held
+  (not sent) until the slot closes -- when its partner arrives, or after the
+  pairing window -- and then released in order.  An unknown inbound SPI with
+  no candidate is held for the pairing window waiting for one, then dropped
+  (``esp_ambiguous_spi``).  Known SPIs, a host's rekey (a new outbound SPI of
+  a host that already has SAs) and other hosts' running SAs never move.
+  Inbound ESP from a server no inside host talks to is dropped
+  (``esp_unsolicited``): no hole punching.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from passnat.config.model import EspMode
+from passnat.nat.actions import Output
+from passnat.nat.drops import Drop
+from passnat.nat.handlers.base import HELD, Fwd, Pkt, Priority, Verdict
+from passnat.nat.handlers.other import AddressOnlyHandler
+from passnat.nat.icmp_errors import Quoted
+from passnat.nat.session import Session
+from passnat.nat.static import SnaptTarget
+from passnat.packet.ipv4 import PROTO_ESP, ntoa
+
+if TYPE_CHECKING:
+    from passnat.nat.router import Router
+
+#: an SA whose packets carry sequence numbers above this is not new (RFC 4303 §3.3.3: starts at 1)
+FRESH_SEQ = 64
+#: how long after a child-SA-creating IKE exchange its host is a candidate
+IKE_HINT = 10.0
+#: held packets per group and direction
+HOLD_MAX = 64
+
+IKEV2_IKE_AUTH = 35
+IKEV2_CREATE_CHILD_SA = 36
+IKEV1_QUICK_MODE = 32
+IKEV2_RESPONSE = 0x20
+
+_SPI_SEQ = struct.Struct("!II")
+
+
+@dataclass
+class Held:
+    iface: str
+    data: bytes
+    since: float
+    spi: int = 0
+
+
+@dataclass
+class EspGroup:
+    """Everything known about ESP between one global address and one server."""
+
+    nat_if: str
+    remote: int
+    out_spi: dict[int, Session] = field(default_factory=dict)
+    in_spi: dict[int, Session] = field(default_factory=dict)
+    slot: Session | None = None
+    slot_since: float = 0.0
+    held_out: list[Held] = field(default_factory=list)
+    held_in: list[Held] = field(default_factory=list)
+    ike: dict[int, float] = field(default_factory=dict)  # inside host -> child-SA exchange time
+
+    def members(self) -> list[Session]:
+        seen: dict[int, Session] = {}
+        for s in list(self.out_spi.values()) + list(self.in_spi.values()):
+            if s.alive:
+                seen.setdefault(s.id, s)
+        return sorted(seen.values(), key=lambda s: s.created)
+
+
+def _info(s: Session) -> dict[str, Any]:
+    if s.info is None:
+        s.info = {"out_spis": [], "in_spis": [], "unpaired": [], "pairs": []}
+    return s.info
+
+
+class EspHandler(AddressOnlyHandler):
+    name = "esp"
+    protocols = (PROTO_ESP,)
+    priority = Priority.PROTOCOL
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: dict[tuple[str, int], EspGroup] = {}
+        self.active: set[tuple[str, int]] = set()  # groups with a slot or held packets
+
+    def bind(self, router: Router) -> None:
+        self.router = router
+        self.mode = router.config.nat.esp_mode
+        self.window = router.config.nat.esp_pairing_window
+
+    def klass(self, proto: int) -> str:
+        return "esp"
+
+    # ----------------------------------------------------------- helpers
+
+    @staticmethod
+    def _spi_seq(pkt: Pkt) -> tuple[int, int] | None:
+        if pkt.ip.frag & 0x1FFF or len(pkt.buf) < pkt.ip.ihl + 8:
+            return None
+        spi, seq = _SPI_SEQ.unpack_from(pkt.buf, pkt.ip.ihl)
+        return spi, seq
+
+    def group(self, nat_if: str, remote: int) -> EspGroup:
+        key = (nat_if, remote)
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = EspGroup(nat_if, remote)
+        return g
+
+    def _slot_open(self, g: EspGroup, now: float) -> bool:
+        return g.slot is not None and g.slot.alive and now - g.slot_since < self.window
+
+    def _learn_out(self, g: EspGroup, s: Session, spi: int, now: float) -> None:
+        info = _info(s)
+        g.out_spi[spi] = s
+        info["out_spis"].append(spi)
+        info["unpaired"].append([spi, now])
+
+    def _bind_in(self, g: EspGroup, s: Session, spi: int, now: float) -> list[Output]:
+        """Bind inbound ``spi`` to ``s``; returns packets this releases."""
+        info = _info(s)
+        g.in_spi[spi] = s
+        info["in_spis"].append(spi)
+        if info["unpaired"]:
+            out_spi, _ = info["unpaired"].pop(0)
+            info["pairs"].append([out_spi, spi])
+        self.router.count("esp_spi_learned")
+        released: list[Output] = []
+        if g.held_in:
+            mine = [h for h in g.held_in if h.spi == spi]
+            g.held_in = [h for h in g.held_in if h.spi != spi]
+            for h in mine:
+                released.extend(self.router.reinject(h.iface, h.data, now))
+        if g.slot is s and not info["unpaired"]:
+            released.extend(self._close_slot(g, now))
+        self._update_active(g)
+        return released
+
+    def _close_slot(self, g: EspGroup, now: float) -> list[Output]:
+        g.slot = None
+        held, g.held_out = g.held_out, []
+        released: list[Output] = []
+        for h in held:
+            released.extend(self.router.reinject(h.iface, h.data, now))
+        return released
+
+    def _update_active(self, g: EspGroup) -> None:
+        key = (g.nat_if, g.remote)
+        if g.slot is not None or g.held_in or g.held_out:
+            self.active.add(key)
+        else:
+            self.active.discard(key)
+
+    # --------------------------------------------------------- outbound
+
+    def outbound(self, pkt: Pkt, nat_if: str, nh: str, create: bool) -> Verdict:
+        ip = pkt.ip
+        ss = self._spi_seq(pkt)
+        if ss is None and not ip.frag & 0x1FFF:
+            return Drop.BAD_L4
+        s = self.session_of(PROTO_ESP, nat_if, ip.src, ip.dst)
+        if s is None:
+            if not create:
+                return None
+            made = self.new_session(pkt, kind="napt", nat_if=nat_if, host=ip.src, remote=ip.dst)
+            if isinstance(made, Drop):
+                return made
+            s = made
+        s.last = pkt.now
+        if ss is None:
+            return self.send_out(pkt, s)
+        g = self.group(nat_if, ip.dst)
+        spi = ss[0]
+        owner = g.out_spi.get(spi)
+        if owner is s:
+            return self.send_out(pkt, s)
+        if owner is not None and owner.alive:
+            self.router.count("esp_spi_collision")
+            self.router.log_event(f"esp-collision-{spi}", pkt.now,
+                                  f"ESP: {ntoa(ip.src)} and {ntoa(owner.in_addr)} both send SPI 0x{spi:08x} "
+                                  f"to {ntoa(ip.dst)}")
+            return self.send_out(pkt, s)
+        if self.mode is EspMode.SPI and self._slot_open(g, pkt.now) and g.slot is not s:
+            if len(g.held_out) >= HOLD_MAX:
+                return Drop.ESP_HELD_OVERFLOW
+            g.held_out.append(Held(pkt.iface, pkt.orig, pkt.now, spi))
+            self.router.count("esp_held_for_pairing")
+            self._update_active(g)
+            return HELD
+        self._learn_out(g, s, spi, pkt.now)
+        if self.mode is EspMode.SPI and g.slot is not s:
+            g.slot, g.slot_since = s, pkt.now
+            self._update_active(g)
+        return self.send_out(pkt, s)
+
+    # ---------------------------------------------------------- inbound
+
+    def inbound(self, pkt: Pkt) -> Verdict:
+        ip = pkt.ip
+        if ip.dst != self.router.globals.get(pkt.iface):
+            return None
+        g = self.groups.get((pkt.iface, ip.src))
+        ss = self._spi_seq(pkt)
+        if self.mode is EspMode.FIRST_COME:
+            verdict = super().inbound(pkt)
+            if isinstance(verdict, Fwd) and verdict.session is not None and ss is not None and g is not None:
+                if ss[0] not in g.in_spi:
+                    g.in_spi[ss[0]] = verdict.session
+                    _info(verdict.session)["in_spis"].append(ss[0])
+            return verdict
+        if g is None or ss is None:
+            return None
+        spi, seq = ss
+        s = g.in_spi.get(spi)
+        if s is not None and s.alive:
+            return self.deliver(pkt, s)
+        members = g.members()
+        if not members:
+            return None
+        cand = self._candidate(g, members, seq, pkt.now)
+        if cand is None:
+            if len(g.held_in) >= HOLD_MAX:
+                return Drop.ESP_HELD_OVERFLOW
+            g.held_in.append(Held(pkt.iface, pkt.orig, pkt.now, spi))
+            self.router.count("esp_inbound_held_ambiguous")
+            self._update_active(g)
+            return HELD
+        released = self._bind_in(g, cand, spi, pkt.now)
+        fwd = self.deliver(pkt, cand)
+        fwd.extra.extend(released)
+        return fwd
+
+    def _candidate(self, g: EspGroup, members: list[Session], seq: int, now: float) -> Session | None:
+        def slot() -> Session | None:
+            return g.slot if self._slot_open(g, now) else None
+
+        def ike() -> Session | None:
+            recent = [(t, host) for host, t in g.ike.items() if now - t <= IKE_HINT]
+            for _, host in sorted(recent, reverse=True):
+                for s in members:
+                    if s.in_addr == host:
+                        return s
+            return None
+
+        def oldest_unpaired() -> Session | None:
+            waiting = [(_info(s)["unpaired"][0][1], s.id, s) for s in members
+                       if s.info and s.info["unpaired"]]
+            return min(waiting)[2] if waiting else None
+
+        def only() -> Session | None:
+            return members[0] if len(members) == 1 else None
+
+        order = (oldest_unpaired, slot, ike, only) if seq > FRESH_SEQ else (slot, ike, oldest_unpaired, only)
+        for hint in order:
+            s = hint()
+            if s is not None:
+                return s
+        return None
+
+    def snapt_inbound(self, pkt: Pkt, target: SnaptTarget) -> Verdict:
+        verdict = super().snapt_inbound(pkt, target)
+        ss = self._spi_seq(pkt)
+        if isinstance(verdict, Fwd) and verdict.session is not None and ss is not None:
+            g = self.group(pkt.iface, pkt.ip.src)
+            g.in_spi[ss[0]] = verdict.session
+            _info(verdict.session)["in_spis"].append(ss[0])
+        return verdict
+
+    # ------------------------------------------------------------- IKE
+
+    def observe_ike(self, nat_if: str, host: int, remote: int, payload: bytes, outbound: bool,
+                    now: float) -> None:
+        """Note IKE exchanges that create child SAs (UDP 500 carries IKE in clear)."""
+        if len(payload) < 28:
+            return
+        version, exch, flags = payload[17] >> 4, payload[18], payload[19]
+        if version == 2 and exch in (IKEV2_IKE_AUTH, IKEV2_CREATE_CHILD_SA) and flags & IKEV2_RESPONSE:
+            self.group(nat_if, remote).ike[host] = now
+            self.router.count("ike_child_sa_exchanges")
+        elif version == 1 and exch == IKEV1_QUICK_MODE:
+            self.group(nat_if, remote).ike[host] = now
+            self.router.count("ike_child_sa_exchanges")
+
+    # ------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        best: float | None = None
+        for key in self.active:
+            g = self.groups.get(key)
+            if g is None:
+                continue
+            for t in ([g.slot_since + self.window] if g.slot is not None else []) + \
+                     [h.since + self.window for h in g.held_in[:1]]:
+                if best is None or t < best:
+                    best = t
+        return best
+
+    def on_timer(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        for key in list(self.active):
+            g = self.groups.get(key)
+            if g is None:
+                self.active.discard(key)
+                continue
+            expired = [h for h in g.held_in if now - h.since >= self.window]
+            if expired:
+                g.held_in = [h for h in g.held_in if now - h.since < self.window]
+                self.router.count(Drop.ESP_AMBIGUOUS, len(expired))
+                self.router.log_event(f"esp-ambiguous-{g.remote}", now,
+                                      f"ESP from {ntoa(g.remote)}: {len(expired)} packet(s) with an SPI "
+                                      "no inside host could be told apart for; dropped")
+            if g.slot is not None and (not g.slot.alive or now - g.slot_since >= self.window):
+                self.router.count("esp_pairing_window_expired")
+                out.extend(self._close_slot(g, now))
+            self._update_active(g)
+        return out
+
+    # ---------------------------------------------------------- sessions
+
+    def on_remove(self, s: Session) -> None:
+        super().on_remove(s)
+        g = self.groups.get((s.nat_if, s.rem_addr))
+        if g is None:
+            return
+        g.out_spi = {k: v for k, v in g.out_spi.items() if v is not s}
+        g.in_spi = {k: v for k, v in g.in_spi.items() if v is not s}
+        g.ike.pop(s.in_addr, None)
+        if g.slot is s:
+            g.slot = None
+        if not g.out_spi and not g.in_spi and not g.held_out and not g.held_in:
+            self.groups.pop((s.nat_if, s.rem_addr), None)
+            self.active.discard((s.nat_if, s.rem_addr))
+
+    def error_session(self, q: Quoted, outbound: bool) -> tuple[Session, int | None] | None:
+        if not outbound:
+            nat_if = self.router.nat_globals.get(q.src)
+            g = self.groups.get((nat_if, q.dst)) if nat_if is not None else None
+            s = g.out_spi.get(q.spi) if g is not None else None
+            if s is not None and s.alive:
+                return s, None
+            if self.mode is EspMode.SPI:
+                return None
+        return super().error_session(q, outbound)
+
+    def describe(self, s: Session) -> dict[str, Any]:
+        info = s.info or {}
+        g = self.groups.get((s.nat_if, s.rem_addr))
+        if self.mode is EspMode.FIRST_COME:
+            owner = self.owner(PROTO_ESP, s.nat_if, s.rem_addr)
+            state = "owner" if owner is s else "shadowed (inbound goes to the first host)"
+        elif info.get("unpaired"):
+            state = "pairing" if g is not None and g.slot is s else "waiting for inbound SPI"
+        else:
+            state = "paired"
+        return {"esp": {"mode": self.mode.value, "state": state,
+                        "out_spis": [f"0x{x:08x}" for x in info.get("out_spis", [])],
+                        "in_spis": [f"0x{x:08x}" for x in info.get("in_spis", [])],
+                        "pairs": [[f"0x{a:08x}", f"0x{b:08x}"] for a, b in info.get("pairs", [])]}}

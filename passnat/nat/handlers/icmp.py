@@ -1,0 +1,154 @@
+"""ICMP NAPT (R7): query identifiers like ports, and translation of ICMP errors.
+
+Queries (echo, timestamp, information, address mask): an outbound request
+makes a session on the inside host's endpoint-independent mapping of its
+identifier; the reply finds it by (remote, global, outside id) and switches
+it to the short "answered" timer (SEIL).  Errors: the quoted header names the
+session (see ``icmp_errors``); protocols other than TCP, UDP and ICMP are
+looked up through their own handler's ``error_session``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from passnat.nat.drops import Drop
+from passnat.nat.flow import F_NH, F_OIF, F_SESS, rewrite
+from passnat.nat.handlers.base import Fwd, Pkt, Priority, Verdict
+from passnat.nat.handlers.common import admit, install_port_flows, make_session
+from passnat.nat.icmp_errors import Quoted, quoted, translate_error
+from passnat.nat.session import Session
+from passnat.nat.static import SnaptTarget
+from passnat.nat.table import flow_key
+from passnat.packet import icmp as icmpmod
+from passnat.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+
+if TYPE_CHECKING:
+    from passnat.nat.router import Router
+
+
+class IcmpHandler:
+    name = "icmp"
+    protocols = (PROTO_ICMP,)
+    priority = Priority.PROTOCOL
+
+    def bind(self, router: Router) -> None:
+        self.router = router
+
+    def matches(self, pkt: Pkt, outbound: bool) -> bool:
+        return True
+
+    # ------------------------------------------------------------ queries
+
+    def outbound(self, pkt: Pkt, nat_if: str, nh: str, create: bool) -> Verdict:
+        t = pkt.icmp_type
+        if t in icmpmod.ERROR_TYPES:
+            return self._error(pkt, outbound=True)
+        if t not in icmpmod.QUERY_REQUESTS and t not in icmpmod.QUERY_REPLIES:
+            return Drop.ICMP_UNSUPPORTED if create else None
+        ip = pkt.ip
+        fl = self.router.table.out_flows[PROTO_ICMP].get(flow_key(ip.src, ip.dst, pkt.sport, 0))
+        if fl is not None:
+            s = fl[F_SESS]
+            s.last = pkt.now
+            if t in icmpmod.QUERY_REQUESTS and s.klass != "icmp":
+                self.router.table.set_timeout(s, self.router.timeout("icmp"), "icmp")
+            return self._translate(pkt, s, fl, outbound=True)
+        if not create or t not in icmpmod.QUERY_REQUESTS:
+            return None
+        reason = admit(self.router, pkt, ip.src)
+        if reason is not None:
+            return reason
+        out_addr = self.router.globals.get(nat_if)
+        if out_addr is None:
+            return Drop.NO_PORT
+        m = self.router.table.mapping_for(PROTO_ICMP, nat_if, ip.src, pkt.sport, out_addr, 0, 65535,
+                                          keep=self.router.table.rng is None)
+        if m is None:
+            return Drop.NO_PORT
+        s = make_session(self.router, pkt, kind="napt", nat_if=nat_if, in_addr=ip.src, in_port=pkt.sport,
+                         out_addr=out_addr, out_port=m.out_port, rem_addr=ip.dst, rem_port=0,
+                         klass="icmp", handler=self.name, mapping=m)
+        install_port_flows(self.router, s)
+        assert s.oflow is not None
+        return self._translate(pkt, s, s.oflow, outbound=True)
+
+    def inbound(self, pkt: Pkt) -> Verdict:
+        t = pkt.icmp_type
+        if t in icmpmod.ERROR_TYPES:
+            return self._error(pkt, outbound=False)
+        if t not in icmpmod.QUERY_REPLIES and t not in icmpmod.QUERY_REQUESTS:
+            return None
+        ip = pkt.ip
+        fl = self.router.table.in_flows[PROTO_ICMP].get(flow_key(ip.src, ip.dst, pkt.sport, 0))
+        if fl is None:
+            return None
+        s = fl[F_SESS]
+        s.last = pkt.now
+        if t in icmpmod.QUERY_REPLIES:
+            self.router.table.set_timeout(s, self.router.timeout("icmp-answered"), "icmp-answered")
+        return self._translate(pkt, s, fl, outbound=False)
+
+    def snapt_inbound(self, pkt: Pkt, target: SnaptTarget) -> Verdict:
+        return None  # ICMP to the global address is the router's (SNAPT protocol 1 is address-only)
+
+    def _translate(self, pkt: Pkt, s: Session, fl: tuple[object, ...], outbound: bool) -> Fwd:
+        rewrite(pkt.buf, pkt.ip.ihl, PROTO_ICMP, fl, outbound)
+        if outbound:
+            pkt.ip.src = s.out_addr
+            return Fwd(session=s)
+        pkt.ip.dst = s.in_addr
+        return Fwd(oif=fl[F_OIF], nh=fl[F_NH], session=s)  # type: ignore[arg-type]
+
+    def rebuild(self, s: Session) -> None:
+        install_port_flows(self.router, s)
+
+    def on_remove(self, s: Session) -> None:
+        return None
+
+    # ------------------------------------------------------------- errors
+
+    def _error(self, pkt: Pkt, *, outbound: bool) -> Verdict:
+        q = quoted(pkt)
+        if isinstance(q, Drop):
+            return q
+        found = self.error_session(q, outbound)
+        if found is None:
+            return Drop.ICMP_ERROR_NO_SESSION if not outbound else None
+        s, port = found
+        if outbound:
+            translate_error(pkt, q, outbound=True, addr=s.out_addr, port=port)
+            self.router.count("icmp_errors_translated")
+            return Fwd(session=s)
+        translate_error(pkt, q, outbound=False, addr=s.in_addr, port=port)
+        self.router.count("icmp_errors_translated")
+        hop = self.router.hop(s.in_addr)
+        return Fwd(oif=hop[0], nh=hop[1], session=s) if hop else Fwd(session=s)
+
+    def error_session(self, q: Quoted, outbound: bool) -> tuple[Session, int | None] | None:
+        """The session a quoted packet belongs to, and the port/id to put back."""
+        table = self.router.table
+        if q.proto in (PROTO_TCP, PROTO_UDP) or (q.proto == PROTO_ICMP and q.is_query):
+            sport, dport = (q.sport, q.dport) if q.proto != PROTO_ICMP else (q.sport, 0)
+            if not outbound:
+                # the quote is a packet we sent: (global:oport -> remote:rport)
+                fl = table.in_flows[q.proto].get(flow_key(q.dst, q.src, dport, sport))
+                if fl is None:
+                    return None
+                s = fl[F_SESS]
+                return s, s.in_port
+            # an inside host quotes a packet we let in: (remote:rport -> inside:iport)
+            if q.proto == PROTO_ICMP:
+                fl = table.out_flows[q.proto].get(flow_key(q.dst, q.src, q.sport, 0))
+            else:
+                fl = table.out_flows[q.proto].get(flow_key(q.dst, q.src, q.dport, q.sport))
+            if fl is None:
+                return None
+            s = fl[F_SESS]
+            return s, s.out_port
+        for h in self.router.registry.for_proto(q.proto):
+            lookup = getattr(h, "error_session", None)
+            if lookup is not None and h is not self:
+                found = lookup(q, outbound)
+                if found is not None:
+                    return found  # type: ignore[no-any-return]
+        return None

@@ -1,0 +1,161 @@
+"""TCP and UDP NAPT (R4, R5): endpoint-independent mappings, per-5-tuple sessions.
+
+Outbound: the session of the 5-tuple, else a new one on the inside
+endpoint's mapping (same outside port for every destination while the mapping
+lives; the inside port is kept when free).  Inbound: only the 5-tuple of an
+existing session passes (unsolicited packets are dropped by the router), or a
+SNAPT rule makes a session towards the inside server.  TCP sessions are
+tracked (``tcp_track``); only SYN/FIN/RST segments reach this code for
+established sessions, the rest take the router's fast path.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from passnat.nat import tcp_track
+from passnat.nat.drops import Drop
+from passnat.nat.flow import F_NH, F_OIF, F_SESS, rewrite
+from passnat.nat.handlers.base import Fwd, Pkt, Priority, Verdict
+from passnat.nat.handlers.common import admit, install_port_flows, make_session
+from passnat.nat.ports import port_range
+from passnat.nat.session import Session
+from passnat.nat.static import SnaptTarget
+from passnat.nat.table import flow_key
+from passnat.packet.ipv4 import PROTO_TCP, PROTO_UDP
+
+IKE_PORT = 500
+
+if TYPE_CHECKING:
+    from passnat.nat.router import Router
+
+
+class TcpUdpHandler:
+    name = "tcpudp"
+    protocols = (6, 17)
+    priority = Priority.PROTOCOL
+
+    def bind(self, router: Router) -> None:
+        self.router = router
+
+    def matches(self, pkt: Pkt, outbound: bool) -> bool:
+        return True
+
+    # ------------------------------------------------------------ sessions
+
+    def _klass(self, s: Session) -> str:
+        if s.proto == PROTO_TCP:
+            return tcp_track.TIMEOUT_CLASS[tcp_track.TcpState(s.tcp_state)]
+        return self.router.udp_class(s.in_port, s.rem_port)
+
+    def track(self, s: Session, pkt: Pkt, outbound: bool) -> None:
+        """Refresh, and follow TCP state (the timer class follows the state)."""
+        s.last = pkt.now
+        if s.proto != PROTO_TCP or not pkt.flags & (tcp_track.SYN | tcp_track.FIN | tcp_track.RST):
+            return
+        state, fins = tcp_track.next_state(tcp_track.TcpState(s.tcp_state), s.fins, pkt.flags, outbound)
+        s.fins = fins
+        if state != s.tcp_state:
+            s.tcp_state = state
+            klass = self._klass(s)
+            self.router.table.set_timeout(s, self.router.timeout(klass), klass)
+
+    def _new(self, pkt: Pkt, *, kind: str, nat_if: str, in_addr: int, in_port: int, out_addr: int,
+             out_port: int, rem_addr: int, rem_port: int, mapping: Any = None) -> Session:
+        if pkt.ip.proto == PROTO_TCP:
+            state = tcp_track.initial_state(pkt.flags)
+            klass = tcp_track.TIMEOUT_CLASS[state]
+        else:
+            state = 0
+            klass = self.router.udp_class(in_port, rem_port)
+        s = make_session(self.router, pkt, kind=kind, nat_if=nat_if, in_addr=in_addr, in_port=in_port,
+                         out_addr=out_addr, out_port=out_port, rem_addr=rem_addr, rem_port=rem_port,
+                         klass=klass, handler=self.name, mapping=mapping)
+        s.tcp_state = state
+        self.install(s)
+        return s
+
+    def install(self, s: Session) -> None:
+        install_port_flows(self.router, s, slow=self.slow_path(s))
+
+    def slow_path(self, s: Session) -> bool:
+        """True when every packet of ``s`` must come to this handler.
+
+        IKE on UDP 500 is watched for the ESP handler's pairing hints (its
+        traffic is a few packets per rekey).
+        """
+        return s.proto == PROTO_UDP and IKE_PORT in (s.in_port, s.rem_port)
+
+    rebuild = install
+
+    # ------------------------------------------------------------ outbound
+
+    def outbound(self, pkt: Pkt, nat_if: str, nh: str, create: bool) -> Verdict:
+        ip = pkt.ip
+        fl = self.router.table.out_flows[ip.proto].get(flow_key(ip.src, ip.dst, pkt.sport, pkt.dport))
+        if fl is not None:
+            s = fl[F_SESS]
+            self.track(s, pkt, outbound=True)
+            return self.translate(pkt, s, fl, outbound=True)
+        if not create:
+            return None
+        return self.create_outbound(pkt, nat_if)
+
+    def create_outbound(self, pkt: Pkt, nat_if: str) -> Fwd | Drop:
+        router, ip = self.router, pkt.ip
+        reason = admit(router, pkt, ip.src)
+        if reason is not None:
+            return reason
+        out_addr = router.globals.get(nat_if)
+        if out_addr is None:
+            return Drop.NO_PORT
+        lo, hi = port_range(pkt.sport)
+        keep = router.table.rng is None
+        m = router.table.mapping_for(ip.proto, nat_if, ip.src, pkt.sport, out_addr, lo, hi, keep=keep)
+        if m is None:
+            router.log_event("no_port", pkt.now, f"NAPT: no free {ip.proto} port on the global address")
+            return Drop.NO_PORT
+        s = self._new(pkt, kind="napt", nat_if=nat_if, in_addr=ip.src, in_port=pkt.sport,
+                      out_addr=m.out_addr, out_port=m.out_port, rem_addr=ip.dst, rem_port=pkt.dport, mapping=m)
+        return self.translate(pkt, s, s.oflow, outbound=True)
+
+    # ------------------------------------------------------------- inbound
+
+    def inbound(self, pkt: Pkt) -> Verdict:
+        ip = pkt.ip
+        fl = self.router.table.in_flows[ip.proto].get(flow_key(ip.src, ip.dst, pkt.sport, pkt.dport))
+        if fl is None:
+            return None
+        s = fl[F_SESS]
+        self.track(s, pkt, outbound=False)
+        return self.translate(pkt, s, fl, outbound=False)
+
+    def snapt_inbound(self, pkt: Pkt, target: SnaptTarget) -> Verdict:
+        reason = admit(self.router, pkt, target.addr)
+        if reason is not None:
+            return reason
+        ip = pkt.ip
+        s = self._new(pkt, kind="snapt", nat_if=pkt.iface, in_addr=target.addr, in_port=target.port,
+                      out_addr=ip.dst, out_port=pkt.dport, rem_addr=ip.src, rem_port=pkt.sport)
+        return self.translate(pkt, s, s.iflow, outbound=False)
+
+    # ------------------------------------------------------------ rewrite
+
+    def translate(self, pkt: Pkt, s: Session, fl: Any, outbound: bool) -> Fwd:
+        if s.proto == PROTO_UDP and IKE_PORT in (s.in_port, s.rem_port):
+            self._observe_ike(pkt, s, outbound)
+        rewrite(pkt.buf, pkt.ip.ihl, pkt.ip.proto, fl, outbound)
+        if outbound:
+            pkt.ip.src, pkt.sport = s.out_addr, s.out_port
+            return Fwd(session=s)
+        pkt.ip.dst, pkt.dport = s.in_addr, s.in_port
+        return Fwd(oif=fl[F_OIF], nh=fl[F_NH], session=s)
+
+    def _observe_ike(self, pkt: Pkt, s: Session, outbound: bool) -> None:
+        esp = self.router.registry.by_name("esp")
+        observe = getattr(esp, "observe_ike", None)
+        if observe is not None:
+            payload = bytes(pkt.buf[pkt.ip.ihl + 8:])
+            observe(s.nat_if, s.in_addr, s.rem_addr, payload, outbound, pkt.now)
+
+    def on_remove(self, s: Session) -> None:
+        return None

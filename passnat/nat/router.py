@@ -1,0 +1,654 @@
+"""The router core: sans-IO, one packet in, plain outputs back (R1-R8, R17, R18).
+
+``Router.handle(interface, packet, now)`` takes one IPv4 packet that arrived on
+a configuration interface and returns the ``Output`` list to send.  It never
+opens a socket and never reads a clock: ``now`` is a parameter, and
+``next_deadline()`` / ``on_timer(now)`` drive expiry.
+
+Pipeline of one packet (the fast path is the first step; everything else is
+the slow path):
+
+  1. fast path: an IPv4 packet without options or fragmentation, TCP without
+     SYN/FIN/RST or UDP, whose 12-byte (addresses, ports) key is in the
+     ingress interface's flow table: one dict lookup, then the flow's
+     precomputed rewrite in place with incremental checksums (RFC 1624).
+  2. validate the IPv4 header (drop with a reason; never raise).
+  3. inbound NAT on a NAT (WAN) interface: static NAT, then the protocol
+     handler's session lookup, then dynamic NAT, then SNAPT (R2 priority).
+  4. local delivery (ping to the router's own addresses).
+  5. filter ``in`` on the ingress interface (post-NAT addresses).
+  6. route lookup; TTL check (ICMP time exceeded).
+  7. filter ``out`` on the egress interface (pre-NAT addresses).
+  8. outbound NAT when leaving through a NAT interface: static NAT, dynamic
+     NAT, then the protocol handler (NAPT, ESP, PPTP, ...).
+  9. TTL decrement, MSS clamping, MTU (fragment or ICMP fragmentation needed).
+
+A packet dropped after a session was made for it rolls that session back.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import struct
+from collections import Counter
+from typing import Any, Iterable
+
+from passnat.config.model import Config, PortAssignment
+from passnat.nat.actions import Addr, Output
+from passnat.nat.drops import Drop
+from passnat.nat.flow import F_FC, F_L4D, F_MTU, F_NH, F_OIF, F_PORT, F_SESS, F_SLOW
+from passnat.nat.fragments import FragmentTracker
+from passnat.nat.handlers.base import HELD, Fwd, Pkt, Registry, Verdict
+from passnat.nat.routing import DISCARD, RoutingTable
+from passnat.nat.session import Session
+from passnat.nat.static import Snapt, StaticNat
+from passnat.nat.table import SessionTable
+from passnat.packet import icmp as icmpmod
+from passnat.packet.checksum import TTL_DEC_DELTA, apply_delta, checksum
+from passnat.packet.fragment import fragment
+from passnat.packet.ipv4 import (PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+                                 HeaderError, ntoa, parse)
+from passnat.packet.tcp import SYN, clamp_mss
+
+log = logging.getLogger("passnat.nat")
+
+_H = struct.Struct("!H")
+_I = struct.Struct("!I")
+_TTL_CS = struct.Struct("!BBH")
+_TTL_CS_SRC = struct.Struct("!BBHI")
+
+#: built-in timers (SEIL: "a short time"; DNS and NTP 15 s) -- docs/timers.md
+SHORT_TIMEOUT = 10.0
+DNS_TIMEOUT = 15.0
+DNS_PORTS = frozenset((53, 123))
+
+#: ICMP errors the router itself sends: token bucket (per second, burst)
+ICMP_RATE = 200.0
+
+_UNSOLICITED = {PROTO_TCP: Drop.NO_SESSION, PROTO_UDP: Drop.NO_SESSION, PROTO_ICMP: Drop.NO_SESSION,
+                PROTO_ESP: Drop.ESP_UNSOLICITED, PROTO_GRE: Drop.GRE_UNSOLICITED,
+                PROTO_AH: Drop.AH_NO_SESSION}
+
+
+class Router:
+    """The NAT router engine.  See the module docstring for the pipeline."""
+
+    def __init__(self, config: Config, *, seed: int | None = None):
+        self.rng = random.Random(seed)
+        self._counters: Counter[str] = Counter()
+        self.table = SessionTable(maximum=config.nat.session.maximum,
+                                  per_ip=config.nat.session.restricted_per_ip,
+                                  per_private_ip=config.nat.session.restricted_per_private_ip)
+        self.table.on_remove = self._on_remove
+        self.registry = Registry()
+        self._deadline = float("inf")
+        self._icmp_tokens = ICMP_RATE
+        self._icmp_last = 0.0
+        self._log_last: dict[str, float] = {}
+        self.static: StaticNat | None = None
+        self.fragments: FragmentTracker | None = None
+        from passnat.nat.handlers import default_handlers
+        for h in default_handlers():
+            self.registry.register(h)
+        self._apply(config)
+        self.fragments = FragmentTracker(self)
+        for h in self.registry:
+            h.bind(self)
+
+    # ================================================================ config
+
+    def _apply(self, config: Config) -> None:
+        self.config = config
+        nat = config.nat
+        self.routes = RoutingTable(config)
+        self.ifaces = self.routes.ifaces
+        self.timeouts = nat.timeouts
+        self.nat_ifaces = frozenset(i for i in nat.nat_interfaces() if i in self.ifaces)
+        # global address per NAT interface: `nat napt add global`, else the interface's address
+        self.globals: dict[str, int] = {}
+        for itf in self.nat_ifaces:
+            primary = self.ifaces[itf].primary
+            if primary is not None:
+                self.globals[itf] = primary
+        for g in nat.napt_global:
+            self.globals[g.interface] = int(g.address)
+        self.napt_private: dict[str, list[tuple[int, int]]] = {}
+        for p in nat.napt_private:
+            self.napt_private.setdefault(p.interface, []).append((p.addresses.first, p.addresses.last))
+        old_static = self.static
+        self.static = StaticNat(config, nat.timeouts.get("dynamic"))
+        if old_static is not None:
+            self.static.adopt(old_static)
+        self.snapt = Snapt(config)
+        reserved: dict[tuple[int, int], frozenset[int]] = {}
+        for itf in self.nat_ifaces:
+            g = self.globals.get(itf)
+            if g is not None:
+                for proto, ports in self.snapt.reserved_ports(itf).items():
+                    reserved[(proto, g)] = ports
+        t = self.table
+        t.maximum = nat.session.maximum
+        t.per_ip = nat.session.restricted_per_ip
+        t.per_private_ip = nat.session.restricted_per_private_ip
+        t.rng = self.rng if nat.port_assignment is PortAssignment.RANDOM else None
+        t.set_reserved(reserved)
+        # addresses the router answers for (ping, ARP) and the NAT's global addresses
+        self.local_addrs: dict[int, str] = {}
+        for itf in self.ifaces.values():
+            for a in itf.addrs:
+                self.local_addrs.setdefault(a, itf.name)
+        self.nat_globals: dict[int, str] = {g: i for i, g in self.globals.items()}
+        for itf, addrs in self.static.global_addresses().items():
+            for a in addrs:
+                self.nat_globals.setdefault(a, itf)
+        self.broadcasts = frozenset(b for itf in self.ifaces.values() for b in itf.broadcasts())
+        self._build_fast_tables()
+
+    def _build_fast_tables(self) -> None:
+        """Per ingress interface: (outbound?, 256-entry protocol -> flow dict list)."""
+        self._fast: dict[str, tuple[bool, list[Any]]] = {}
+        for name in self.ifaces:
+            outbound = name not in self.nat_ifaces
+            flows = self.table.out_flows if outbound else self.table.in_flows
+            lst: list[Any] = [None] * 256
+            lst[PROTO_TCP] = flows[PROTO_TCP]
+            lst[PROTO_UDP] = flows[PROTO_UDP]
+            self._fast[name] = (outbound, lst)
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a new configuration, keeping every session that is still valid."""
+        self._apply(config)
+        assert self.fragments is not None
+        self.fragments.configure()
+        for h in self.registry:
+            h.bind(self)
+        for s in list(self.table.by_id.values()):
+            if s.nat_if not in self.nat_ifaces or not self._still_valid(s):
+                self.table.remove(s)
+                continue
+            handler = self.registry.by_name(s.handler)
+            if handler is not None and hasattr(handler, "rebuild"):
+                handler.rebuild(s)
+        self._deadline = float("-inf")  # recompute
+
+    def _still_valid(self, s: Session) -> bool:
+        if s.kind in ("static", "dynamic"):
+            return True
+        return self.globals.get(s.nat_if) == s.out_addr or s.out_addr in self.nat_globals
+
+    # ============================================================ public API
+
+    def handle(self, interface: str, packet: bytes, now: float) -> list[Output]:
+        """Process one IPv4 packet that arrived on ``interface`` at time ``now``."""
+        if now >= self._deadline:
+            early = self.on_timer(now)
+            out = self._handle(interface, packet, now)
+            return early + out if early else out
+        return self._handle(interface, packet, now)
+
+    def _handle(self, interface: str, packet: bytes, now: float) -> list[Output]:
+        if type(packet) is not bytes:
+            packet = bytes(packet)
+        ft = self._fast.get(interface)
+        n = len(packet)
+        if ft is not None and n >= 28 and packet[0] == 69:
+            proto = packet[9]
+            tbl = ft[1][proto]
+            if tbl is not None:
+                fl = tbl.get(packet[12:24])
+                if (fl is not None and not fl[F_SLOW] and packet[8] > 1 and not (packet[6] & 63 or packet[7])
+                        and n == (packet[2] << 8 | packet[3]) and n <= fl[F_MTU]
+                        and (proto == 17 or (n >= 40 and not packet[33] & 7))):
+                    # ---- fast path: established TCP / UDP flow --------------------
+                    b = bytearray(packet)
+                    c = ((packet[10] << 8 | packet[11]) ^ 0xFFFF) + fl[3]
+                    c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                    co = 36 if proto == 6 else 26
+                    old = packet[co] << 8 | packet[co + 1]
+                    if ft[0]:
+                        _TTL_CS_SRC.pack_into(b, 8, packet[8] - 1, proto, c, fl[1])
+                        _H.pack_into(b, 20, fl[F_PORT])
+                    else:
+                        _TTL_CS.pack_into(b, 8, packet[8] - 1, proto, c)
+                        _I.pack_into(b, 16, fl[1])
+                        _H.pack_into(b, 22, fl[F_PORT])
+                    if old or proto == 6:
+                        c = (old ^ 0xFFFF) + fl[F_L4D]
+                        c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                        _H.pack_into(b, co, c if c or proto == 6 else 0xFFFF)
+                    fl[F_SESS].last = now
+                    fc = fl[F_FC]
+                    if fc is not None:
+                        fc.count += 1
+                    return [Output(fl[F_OIF], fl[F_NH], bytes(b))]
+        return self._slow(interface, packet, now)
+
+    def reinject(self, interface: str, packet: bytes, now: float) -> list[Output]:
+        """Run a packet a handler held back through the pipeline again (released holds)."""
+        return self._handle(interface, packet, now)
+
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` next has work (expiry, held packets), or None."""
+        candidates = [d for d in self._deadlines() if d is not None]
+        dl = min(candidates) if candidates else None
+        self._deadline = dl if dl is not None else float("inf")
+        return dl
+
+    def _deadlines(self) -> Iterable[float | None]:
+        yield self.table.next_deadline()
+        assert self.static is not None
+        yield self.static.next_deadline()
+        assert self.fragments is not None
+        yield self.fragments.next_deadline()
+        for h in self.registry:
+            nd = getattr(h, "next_deadline", None)
+            if nd is not None:
+                yield nd()
+
+    def on_timer(self, now: float) -> list[Output]:
+        """Expire what is due at ``now``; returns packets released by timers."""
+        assert self.fragments is not None
+        out = self.fragments.on_timer(now)
+        for h in self.registry:
+            timer = getattr(h, "on_timer", None)
+            if timer is not None:
+                out.extend(timer(now))
+        self.table.expire(now)
+        assert self.static is not None
+        self.static.expire(now)
+        self.next_deadline()
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Drop reasons and event counters, by name (every drop reason present, zero or not)."""
+        out = {d.value: 0 for d in Drop}
+        out.update(self._counters)
+        out["sessions"] = len(self.table)
+        out["sessions_created"] = self.table.created_total
+        return out
+
+    def sessions(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every live session as a plain record (see docs/api.md)."""
+        recs = []
+        for s in self.table.by_id.values():
+            recs.append(self.session_record(s, now))
+        assert self.static is not None
+        for b in self.static.bindings():
+            rem = None if now is None else max(0.0, b.last + self.static.timeout - now)
+            recs.append({"id": None, "type": "dynamic", "interface": b.nat_if, "protocol": "any",
+                         "inside": ntoa(b.private), "inside_port": None, "outside": ntoa(b.global_),
+                         "outside_port": None, "remote": None, "remote_port": None, "remaining": rem,
+                         "state": "bound"})
+        return recs
+
+    def session_record(self, s: Session, now: float | None) -> dict[str, Any]:
+        from passnat.packet.ipv4 import proto_name
+        rec: dict[str, Any] = {
+            "id": s.id, "type": s.kind, "interface": s.nat_if, "protocol": proto_name(s.proto),
+            "protocol_number": s.proto,
+            "inside": ntoa(s.in_addr), "inside_port": s.in_port if s.proto in (6, 17, 1) else None,
+            "outside": ntoa(s.out_addr), "outside_port": s.out_port if s.proto in (6, 17, 1) else None,
+            "remote": ntoa(s.rem_addr), "remote_port": s.rem_port if s.proto in (6, 17) else None,
+            "remaining": None if now is None else s.remaining(now),
+            "timeout": s.timeout, "timer": s.klass, "created": s.created, "last": s.last,
+        }
+        if s.proto == PROTO_TCP:
+            from passnat.nat.tcp_track import TcpState
+            rec["state"] = TcpState(s.tcp_state).name.lower() if s.tcp_state else "unknown"
+        handler = self.registry.by_name(s.handler)
+        describe = getattr(handler, "describe", None)
+        if describe is not None:
+            rec.update(describe(s))
+        return rec
+
+    def clear_sessions(self, session_id: int | None = None) -> int:
+        """``clear nat session {all|ID}``: the number of sessions removed."""
+        if session_id is None:
+            assert self.static is not None
+            return self.table.clear() + self.static.clear()
+        s = self.table.by_id.get(session_id)
+        if s is None:
+            return 0
+        self.table.remove(s)
+        return 1
+
+    def owned_addresses(self) -> dict[str, set[str]]:
+        """Addresses the router answers ARP for, per interface (own + NAT globals)."""
+        out: dict[str, set[str]] = {name: {ntoa(a) for a in itf.addrs} for name, itf in self.ifaces.items()}
+        for addr, itf in self.nat_globals.items():
+            out.setdefault(itf, set()).add(ntoa(addr))
+        return out
+
+    # ============================================================ services
+
+    def count(self, reason: Drop | str, n: int = 1) -> None:
+        self._counters[reason.value if isinstance(reason, Drop) else reason] += n
+
+    def log_event(self, key: str, now: float, message: str, level: int = logging.WARNING) -> None:
+        """Log ``message`` at most once per second per ``key`` (time from the caller)."""
+        last = self._log_last.get(key)
+        if last is None or now - last >= 1.0 or now < last:
+            self._log_last[key] = now
+            log.log(level, message)
+
+    def timeout(self, klass: str) -> float:
+        if klass == "closing" or klass == "icmp-answered":
+            return SHORT_TIMEOUT
+        if klass == "dns":
+            return DNS_TIMEOUT
+        return float(self.timeouts.get(klass))
+
+    def udp_class(self, port_a: int, port_b: int) -> str:
+        return "dns" if port_a in DNS_PORTS or port_b in DNS_PORTS else "udp"
+
+    def hop(self, addr: int) -> tuple[str, str] | None:
+        """(interface, next hop) towards ``addr``, or None."""
+        hop = self.routes.lookup(addr)
+        if hop is None or hop is DISCARD:
+            return None
+        return hop[0], Addr(ntoa(hop[1]))
+
+    def mtu(self, iface: str) -> int:
+        itf = self.ifaces.get(iface)
+        return itf.mtu if itf is not None else 1500
+
+    def is_napt_private(self, nat_if: str, addr: int) -> bool:
+        return any(lo <= addr <= hi for lo, hi in self.napt_private.get(nat_if, ()))
+
+    def _on_remove(self, s: Session) -> None:
+        handler = self.registry.by_name(s.handler)
+        if handler is not None:
+            handler.on_remove(s)
+
+    # ============================================================ slow path
+
+    def _drop(self, reason: Drop, pkt: Pkt | None = None) -> list[Output]:
+        self._counters[reason.value] += 1
+        if pkt is not None:
+            for s in pkt.created:
+                self.table.remove(s)
+            pkt.created.clear()
+        return []
+
+    def _slow(self, interface: str, packet: bytes, now: float) -> list[Output]:
+        if interface not in self.ifaces:
+            return self._drop(Drop.UNKNOWN_INTERFACE)
+        try:
+            ip = parse(packet)
+        except HeaderError as e:
+            return self._drop(e.reason)
+        buf = bytearray(packet[:ip.length])
+        src = ip.src
+        if src == 0 or src >> 24 == 127 or src >> 28 >= 0xE or src in self.local_addrs or src in self.broadcasts:
+            return self._drop(Drop.MARTIAN)
+        pkt = Pkt(buf, ip, interface, now, bytes(buf))
+        if ip.frag & 0x1FFF:
+            assert self.fragments is not None
+            return self.fragments.later(pkt)
+        reason = self._parse_l4(pkt)
+        if reason is not None:
+            return self._drop(reason)
+        try:
+            return self._process(pkt)
+        except HeaderError as e:  # a handler found the payload malformed
+            return self._drop(e.reason, pkt)
+
+    @staticmethod
+    def _parse_l4(pkt: Pkt) -> Drop | None:
+        buf, l4, proto = pkt.buf, pkt.ip.ihl, pkt.ip.proto
+        avail = len(buf) - l4
+        first_frag_only = pkt.ip.frag & 0x2000  # a first fragment may be short of L4 data
+        if proto == PROTO_TCP:
+            if avail < 20:
+                return None if first_frag_only and avail >= 4 else Drop.BAD_L4
+            pkt.sport, pkt.dport = struct.unpack_from("!HH", buf, l4)
+            pkt.flags = buf[l4 + 13]
+            if (buf[l4 + 12] >> 4) * 4 < 20:
+                return Drop.BAD_L4
+        elif proto == PROTO_UDP:
+            if avail < 8:
+                return Drop.BAD_L4
+            pkt.sport, pkt.dport = struct.unpack_from("!HH", buf, l4)
+        elif proto == PROTO_ICMP:
+            if avail < 8:
+                return Drop.BAD_L4
+            pkt.icmp_type = buf[l4]
+            if not first_frag_only and checksum(buf, l4) != 0:
+                return Drop.BAD_L4
+            if pkt.icmp_type in icmpmod.QUERY_REQUESTS or pkt.icmp_type in icmpmod.QUERY_REPLIES:
+                pkt.sport = pkt.dport = (buf[l4 + 4] << 8) | buf[l4 + 5]
+        return None
+
+    def _process(self, pkt: Pkt) -> list[Output]:
+        ip = pkt.ip
+        now = pkt.now
+        fwd: Fwd | None = None
+        if pkt.iface in self.nat_ifaces:
+            verdict = self._nat_inbound(pkt)
+            if isinstance(verdict, Drop):
+                return self._drop(verdict, pkt)
+            if verdict is HELD:
+                return []
+            fwd = verdict  # type: ignore[assignment]
+        if fwd is None:
+            if ip.dst in self.local_addrs or (pkt.iface in self.nat_ifaces and ip.dst in self.nat_globals):
+                return self._local(pkt)
+            if ip.dst in self.broadcasts or ip.dst == 0xFFFFFFFF or ip.dst >> 28 == 0xE:
+                return self._drop(Drop.LOCAL_UNSUPPORTED)
+        if not self._filter(pkt, pkt.iface, inbound=True):
+            return self._drop(Drop.FILTER_BLOCK, pkt)
+        # route
+        if fwd is not None and fwd.oif is not None:
+            oif, nh = fwd.oif, fwd.nh or Addr(ntoa(ip.dst))
+        else:
+            hop = self.routes.lookup(ip.dst)
+            if hop is None:
+                out = self._icmp_error(pkt, icmpmod.DEST_UNREACH, icmpmod.NET_UNREACH)
+                self._drop(Drop.NO_ROUTE, pkt)
+                return out
+            if hop is DISCARD:
+                return self._drop(Drop.DISCARD_ROUTE, pkt)
+            oif, nh = hop[0], Addr(ntoa(hop[1]))
+        if ip.ttl <= 1:
+            out = self._icmp_error(pkt, icmpmod.TIME_EXCEEDED, 0)
+            self._drop(Drop.TTL_EXCEEDED, pkt)
+            return out
+        if not self._filter(pkt, oif, inbound=False):
+            return self._drop(Drop.FILTER_BLOCK, pkt)
+        if fwd is None and oif in self.nat_ifaces and pkt.iface != oif:
+            verdict = self._nat_outbound(pkt, oif, nh)
+            if isinstance(verdict, Drop):
+                return self._drop(verdict, pkt)
+            if verdict is HELD:
+                return []
+            fwd = verdict  # type: ignore[assignment]
+        if ip.frag & 0x2000:  # a first fragment: later ones follow it (R21)
+            return self._first_fragment(pkt, oif, nh, fwd)
+        return self._emit(pkt, oif, nh, fwd)
+
+    def _first_fragment(self, pkt: Pkt, oif: str, nh: str, fwd: Fwd | None) -> list[Output]:
+        assert self.fragments is not None
+        buf, orig = pkt.buf, pkt.orig
+        if buf[12:16] != orig[12:16]:
+            new_addr, outbound = _I.unpack_from(buf, 12)[0], True
+        elif buf[16:20] != orig[16:20]:
+            new_addr, outbound = _I.unpack_from(buf, 16)[0], False
+        else:
+            new_addr, outbound = None, False
+        out = self._emit(pkt, oif, nh, fwd)
+        if out:
+            out.extend(self.fragments.first(pkt, oif, nh, new_addr, outbound))
+        return out
+
+    def forward_fragment(self, pkt: Pkt, new_addr: int | None, outbound: bool, oif: str | None,
+                         nh: str | None) -> list[Output]:
+        """Forward a later fragment the way its first fragment went (R21)."""
+        from passnat.nat.icmp_errors import rewrite_address
+        if new_addr is not None:
+            rewrite_address(pkt, new_addr, outbound=outbound)
+        if oif is None or nh is None:
+            hop = self.routes.lookup(pkt.ip.dst)
+            if hop is None or hop is DISCARD:
+                return self._drop(Drop.NO_ROUTE)
+            oif, nh = hop[0], Addr(ntoa(hop[1]))
+        if pkt.ip.ttl <= 1:
+            return self._drop(Drop.TTL_EXCEEDED)
+        self.count("fragments_translated" if new_addr is not None else "fragments_forwarded")
+        return self._emit(pkt, oif, nh, None)
+
+    def fragment_needs_nat(self, pkt: Pkt) -> bool:
+        """Whether a later fragment's treatment depends on its first one (NAT involved)."""
+        if pkt.iface in self.nat_ifaces:
+            return True
+        hop = self.routes.lookup(pkt.ip.dst)
+        return hop is not None and hop is not DISCARD and hop[0] in self.nat_ifaces
+
+    def drop(self, reason: Drop) -> list[Output]:
+        """Count a dropped packet (for modules outside the pipeline)."""
+        return self._drop(reason)
+
+    def _emit(self, pkt: Pkt, oif: str, nh: str, fwd: Fwd | None) -> list[Output]:
+        buf = pkt.buf
+        buf[8] -= 1
+        _H.pack_into(buf, 10, apply_delta(_H.unpack_from(buf, 10)[0], TTL_DEC_DELTA))
+        self._clamp_mss(pkt, oif)
+        mtu = self.mtu(oif)
+        if len(buf) > mtu:
+            frags = self._fragment(pkt, oif, nh, mtu)
+            if frags is None:
+                return frags_needed(self, pkt, mtu)
+            outs = frags
+        else:
+            outs = [Output(oif, nh, bytes(buf))]
+        if fwd is not None and fwd.extra:
+            outs.extend(fwd.extra)
+        return outs
+
+    # ------------------------------------------------------------- NAT steps
+
+    def _nat_inbound(self, pkt: Pkt) -> Verdict:
+        """Translate a packet that arrived on a NAT interface, in R2 priority order."""
+        assert self.static is not None
+        nat_if, dst, proto = pkt.iface, pkt.ip.dst, pkt.ip.proto
+        private = self.static.static_private(nat_if, dst)
+        if private is not None:
+            return self._address_nat(pkt, private, outbound=False)
+        handler = self.registry.pick(pkt, outbound=False)
+        if handler is not None:
+            verdict = handler.inbound(pkt)
+            if verdict is not None:
+                return verdict
+        private = self.static.dynamic_private(nat_if, dst, pkt.now)
+        if private is not None:
+            return self._address_nat(pkt, private, outbound=False)
+        if dst != self.globals.get(nat_if):
+            return None  # the router's own or a transit address
+        target = self.snapt.lookup(nat_if, proto, pkt.dport)
+        if target is not None and handler is not None:
+            verdict = handler.snapt_inbound(pkt, target)
+            if verdict is not None:
+                return verdict
+        if proto == PROTO_ICMP and pkt.icmp_type in icmpmod.QUERY_REQUESTS:
+            return None  # a ping to the router's global address
+        return _UNSOLICITED.get(proto, Drop.OTHER_NO_SESSION)
+
+    def _nat_outbound(self, pkt: Pkt, nat_if: str, nh: str) -> Verdict:
+        """Translate a packet leaving through NAT interface ``nat_if`` (R2 priority)."""
+        assert self.static is not None
+        src, now = pkt.ip.src, pkt.now
+        g = self.static.outbound(nat_if, src, now)
+        if g is not None:
+            return self._address_nat(pkt, g, outbound=True)
+        napt = self.is_napt_private(nat_if, src)
+        if self.static.is_dynamic_private(nat_if, src):
+            g = self.static.bind(nat_if, src, now)
+            if g is not None:
+                return self._address_nat(pkt, g, outbound=True)
+            if not napt:
+                return Drop.DYNAMIC_POOL_EMPTY
+        handler = self.registry.pick(pkt, outbound=True)
+        if handler is None:
+            return None
+        # a host outside every NAT range still has its SNAPT sessions translated,
+        # but gets no new ones: its other traffic is routed untranslated
+        create = napt or self.snapt.is_target(nat_if, src, pkt.ip.proto)
+        return handler.outbound(pkt, nat_if, nh, create)
+
+    def _address_nat(self, pkt: Pkt, new: int, *, outbound: bool) -> Fwd:
+        """Static/dynamic NAT: rewrite one address (and any quoted ICMP header)."""
+        from passnat.nat.icmp_errors import rewrite_address
+        rewrite_address(pkt, new, outbound=outbound)
+        if outbound:
+            return Fwd()
+        hop = self.hop(new)
+        return Fwd(oif=hop[0], nh=hop[1]) if hop else Fwd()
+
+    # ------------------------------------------------------------- local
+
+    def _local(self, pkt: Pkt) -> list[Output]:
+        ip = pkt.ip
+        if ip.proto == PROTO_ICMP and pkt.icmp_type == icmpmod.ECHO_REQUEST and not ip.is_fragment:
+            reply = icmpmod.build_echo_reply(pkt.buf, ip.ihl)
+            hop = self.hop(ip.src)
+            if hop is None:
+                return self._drop(Drop.NO_ROUTE)
+            self.count("local_echo_replies")
+            return [Output(hop[0], hop[1], reply)]
+        return self._drop(Drop.LOCAL_UNSUPPORTED)
+
+    # ------------------------------------------------------------- ICMP errors
+
+    def _icmp_error(self, pkt: Pkt, icmp_type: int, code: int, mtu: int = 0) -> list[Output]:
+        """An ICMP error about ``pkt`` (as received) to its sender, rate limited."""
+        if not icmpmod.error_allowed(pkt.orig):
+            return []
+        now = pkt.now
+        elapsed = now - self._icmp_last
+        self._icmp_last = now
+        if elapsed > 0:
+            self._icmp_tokens = min(ICMP_RATE, self._icmp_tokens + elapsed * ICMP_RATE)
+        if self._icmp_tokens < 1:
+            self.count("icmp_errors_rate_limited")
+            return []
+        self._icmp_tokens -= 1
+        itf = self.ifaces[pkt.iface]
+        hop = self.hop(pkt.ip.src)
+        src = itf.primary
+        if hop is None or src is None:
+            return []
+        if hop[0] != pkt.iface:
+            src = self.ifaces[hop[0]].primary or src
+        self.count(f"icmp_sent_type{icmp_type}_code{code}")
+        return [Output(hop[0], hop[1], icmpmod.build_error(src=src, orig=pkt.orig, icmp_type=icmp_type,
+                                                           code=code, mtu=mtu))]
+
+    # ------------------------------------------------------------- hooks
+
+    def _filter(self, pkt: Pkt, iface: str, *, inbound: bool) -> bool:
+        return True
+
+    def _clamp_mss(self, pkt: Pkt, oif: str) -> None:
+        """R24: clamp the MSS of SYNs crossing an interface with ``tcp-mss``."""
+        ip = pkt.ip
+        if ip.proto != PROTO_TCP or not pkt.flags & SYN or ip.frag & 0x3FFF:
+            return
+        limits = [m for m in (self.ifaces[pkt.iface].mss, self.ifaces[oif].mss) if m is not None]
+        if limits and len(pkt.buf) >= ip.ihl + 20 and clamp_mss(pkt.buf, ip.ihl, min(limits)):
+            self.count("tcp_mss_clamped")
+
+    def _fragment(self, pkt: Pkt, oif: str, nh: str, mtu: int) -> list[Output] | None:
+        """R23: fragment for the egress MTU (None when DF forbids it)."""
+        frags = fragment(pkt.buf, mtu)
+        if frags is None:
+            return None
+        self.count("fragments_made", len(frags))
+        return [Output(oif, nh, f) for f in frags]
+
+
+def frags_needed(router: Router, pkt: Pkt, mtu: int) -> list[Output]:
+    out = router._icmp_error(pkt, icmpmod.DEST_UNREACH, icmpmod.FRAG_NEEDED, mtu=mtu)
+    router._drop(Drop.FRAG_NEEDED, pkt)
+    return out
+
+
+__all__ = ["Router", "Output"]
