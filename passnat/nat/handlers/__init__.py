@@ -9,6 +9,7 @@ def default_handlers() -> list[Handler]:
     from passnat.nat.handlers.esp import EspHandler
     from passnat.nat.handlers.icmp import IcmpHandler
     from passnat.nat.handlers.other import OtherHandler
+    from passnat.nat.handlers.pptp import PptpGreHandler, PptpHandler
     from passnat.nat.handlers.tcpudp import TcpUdpHandler
 
-    return [TcpUdpHandler(), IcmpHandler(), EspHandler(), OtherHandler()]
+    return [TcpUdpHandler(), PptpHandler(), IcmpHandler(), EspHandler(), OtherHandler(), PptpGreHandler()]

@@ -128,10 +128,12 @@ class IcmpHandler:
         """The session a quoted packet belongs to, and the port/id to put back."""
         table = self.router.table
         if q.proto in (PROTO_TCP, PROTO_UDP) or (q.proto == PROTO_ICMP and q.is_query):
-            sport, dport = (q.sport, q.dport) if q.proto != PROTO_ICMP else (q.sport, 0)
             if not outbound:
                 # the quote is a packet we sent: (global:oport -> remote:rport)
-                fl = table.in_flows[q.proto].get(flow_key(q.dst, q.src, dport, sport))
+                if q.proto == PROTO_ICMP:
+                    fl = table.in_flows[q.proto].get(flow_key(q.dst, q.src, q.sport, 0))
+                else:
+                    fl = table.in_flows[q.proto].get(flow_key(q.dst, q.src, q.dport, q.sport))
                 if fl is None:
                     return None
                 s = fl[F_SESS]
