@@ -33,6 +33,7 @@ inside host that talks ESP to it (先着一名問題).
 """
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,14 @@ class EspHandler(AddressOnlyHandler):
 
     def klass(self, proto: int) -> str:
         return "esp"
+
+    def on_contention(self, pkt: Pkt, sessions: list[Session]) -> None:
+        if self.mode is EspMode.FIRST_COME:
+            super().on_contention(pkt, sessions)
+            return
+        self.router.log_event(f"esp-share-{sessions[0].rem_addr}", pkt.now,
+                              f"{len(sessions)} inside hosts talk ESP to {ntoa(sessions[0].rem_addr)}: "
+                              "inbound SPIs are paired per host (esp-passthrough spi)", logging.INFO)
 
     # ----------------------------------------------------------- helpers
 
