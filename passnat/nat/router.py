@@ -392,6 +392,12 @@ class Router:
             return self._process(pkt)
         except HeaderError as e:  # a handler found the payload malformed
             return self._drop(e.reason, pkt)
+        except Exception:  # a bug must not take the router down: count, log, drop
+            log.exception("internal error on a packet from %s (dropped)", interface)
+            self.count("internal_error")
+            for s in pkt.created:
+                self.table.remove(s)
+            return []
 
     @staticmethod
     def _parse_l4(pkt: Pkt) -> Drop | None:

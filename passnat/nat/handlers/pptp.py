@@ -61,6 +61,7 @@ CLEAR_LINGER = 10.0  # a cleared call waits this long for its Call-Disconnect-No
 SEGMENT_HOLD = 5.0  # a held segment is dropped after this (the sender retransmits)
 REWRITE_MEMORY = 512  # rewritten stream bytes remembered per direction (retransmissions)
 MAX_MESSAGE = 4096
+REBASE_AT = 1 << 30  # stream positions are re-based past this many bytes
 
 _U16 = struct.Struct("!H")
 
@@ -175,15 +176,11 @@ class PptpHandler(TcpUdpHandler):
             return None, []
         if st.base is None:  # picked up mid-stream: assume a message starts here
             st.base = seq
-        rel = (seq - st.base) & 0xFFFFFFFF
-        ahead = (rel - st.next) & 0xFFFFFFFF
-        if ahead and ahead < 0x80000000:
+        rel = ((seq - st.base + 0x80000000) & 0xFFFFFFFF) - 0x80000000  # signed distance
+        if rel > st.next:
             return Drop.PPTP_OUT_OF_ORDER, []
-        if not ahead:
-            old_len = 0
-        else:
-            old_len = min(n, (st.next - rel) & 0xFFFFFFFF)
-        if st.pending_from is not None and rel + old_len > st.pending_from and old_len:
+        old_len = min(n, st.next - rel)
+        if st.pending_from is not None and old_len > 0 and rel + old_len > st.pending_from:
             return HELD, []  # a retransmission of a segment we are holding
         if old_len < n:
             self._feed(st, s, pkt, bytes(buf[start + old_len:end]), rel + old_len, from_inside)
@@ -230,10 +227,25 @@ class PptpHandler(TcpUdpHandler):
                     return
                 self._maybe_decide(st, s, pkt, from_inside)
                 continue
-            assert st.msg_len is not None
-            skip = min(st.msg_len - off, n - i)
-            i += skip
+            if st.msg_len is None:  # cannot happen for a contiguous stream; never guess
+                self._desync(st, pkt)
+                return
+            i += min(st.msg_len - off, n - i)
         st.next = pos + n
+        if st.next > REBASE_AT:
+            self._rebase(st)
+
+    @staticmethod
+    def _rebase(st: Stream) -> None:
+        """Move position 0 forward so positions stay well inside the signed 32-bit window."""
+        assert st.base is not None
+        shift = st.msg_start
+        st.base = (st.base + shift) & 0xFFFFFFFF
+        st.next -= shift
+        st.msg_start = 0
+        if st.pending_from is not None:
+            st.pending_from -= shift
+        st.rewrites = {k - shift: v for k, v in st.rewrites.items() if k >= shift}
 
     def _desync(self, st: Stream, pkt: Pkt) -> None:
         st.desync = True
