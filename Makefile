@@ -26,6 +26,10 @@ test: deps venv
 test-unit: venv
 	$(PY) -m pytest -q -m "not integration and not lab"
 
+# the VPN lab demo (docs/lab.md): every scenario through passnat and the kernel NAT, then the report
+demo: deps venv
+	$(PY) -m passnat lab demo
+
 bench: venv
 	$(PY) bench/engine_bench.py
 

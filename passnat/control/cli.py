@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", "-c", required=True, help="SEIL-style configuration file")
     c.add_argument("--quiet", "-q", action="store_true", help="print errors only")
     c.set_defaults(func=_cmd_check)
+    __import__("passnat.lab.cli").lab.cli.register(sub)  # passnat lab ... (docs/lab.md)
     return p
 
 

@@ -1,0 +1,127 @@
+"""``make demo`` / ``passnat lab demo``: the lab up, every scenario through passnat, then through
+the kernel NAT, iperf3 through both, the report, the lab down.
+
+Invariants:
+  * the lab is removed on every way out: normal end, a failure, Ctrl-C or
+    SIGTERM (both raise ``KeyboardInterrupt`` here; while tearing down,
+    further signals are ignored so the teardown itself cannot be cut short);
+  * a lab left by a crashed earlier demo with the same prefix is removed
+    first (exact namespace names only);
+  * the exit status is 0 only when every passnat scenario passed; the
+    kernel column is a reference and never fails the demo.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import TextIO
+
+from passnat.lab import report
+from passnat.lab.lab import Lab
+from passnat.lab.proc import LabError
+from passnat.lab.scenarios import SCENARIOS, Outcome, Scenario, run_scenario
+from passnat.lab.throughput import Throughput, iperf_tcp
+from passnat.lab.variants import BASE
+
+ROUTER_TITLES = {"passnat": "passnat", "kernel": "kernel NAT (nft masquerade + pptp helper)"}
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_suite(lab: Lab, scenarios: Sequence[Scenario], routers: Sequence[str], *, iperf_seconds: float,
+              progress: Callable[[str], None]) -> tuple[dict[str, dict[str, Outcome]], dict[str, Throughput]]:
+    """Run ``scenarios`` through each router in turn (the lab must be up)."""
+    results: dict[str, dict[str, Outcome]] = {}
+    tp: dict[str, Throughput] = {}
+    order = list(routers)
+    for ri, r in enumerate(order):
+        lab.use_router(r, BASE)
+        if iperf_seconds > 0 and ri > 0:  # back to back with the previous router's run
+            tp[r] = _iperf(lab, r, iperf_seconds, progress)
+        results[r] = {}
+        for i, sc in enumerate(scenarios, 1):
+            tag = f"[{r:<7} {i:>2}/{len(scenarios)}]"
+            progress(f"{tag} {sc.title} ...")
+            o = run_scenario(lab, sc)
+            results[r][sc.id] = o
+            progress(f"{tag} {sc.title}: {o.verdict} ({o.seconds:.1f} s) {o.summary[:100]}")
+        if iperf_seconds > 0 and ri == 0:
+            lab.apply(BASE)
+            tp[r] = _iperf(lab, r, iperf_seconds, progress)
+    return results, tp
+
+
+def _iperf(lab: Lab, r: str, seconds: float, progress: Callable[[str], None]) -> Throughput:
+    progress(f"[{r:<7}  iperf3] TCP pc1 -> srv1 for {seconds:.0f} s ...")
+    t = iperf_tcp(lab, seconds)
+    progress(f"[{r:<7}  iperf3] {t.text()}")
+    return t
+
+
+def demo(prefix: str | None = None, *, only: Sequence[str] = (), routers: Sequence[str] = ("passnat", "kernel"),
+         iperf_seconds: float = 5.0, out: TextIO = sys.stdout, report_path: str | None = None) -> int:
+    lab = Lab(prefix or os.environ.get("PASSNAT_LAB_PREFIX", "pndemo-"))
+    scenarios = [s for s in SCENARIOS if not only or s.id in only]
+    unknown = set(only) - {s.id for s in SCENARIOS}
+    if unknown:
+        raise LabError(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+
+    def progress(msg: str) -> None:
+        print(msg, file=out, flush=True)
+
+    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    results: dict[str, dict[str, Outcome]] = {}
+    tp: dict[str, Throughput] = {}
+    t0 = time.time()
+    interrupted = False
+    try:
+        if lab.exists():
+            progress(f"removing a lab left over with prefix {lab.prefix!r}: {', '.join(lab.down())}")
+        progress(f"lab {lab.prefix!r}: building the topology (run dir {lab.run_dir}) ...")
+        lab.up(routers[0], BASE)
+        progress(f"lab up: {', '.join(lab.topo.namespaces)}")
+        results, tp = run_suite(lab, scenarios, routers, iperf_seconds=iperf_seconds, progress=progress)
+    except KeyboardInterrupt:
+        interrupted = True
+        progress("interrupted: tearing the lab down")
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            removed = lab.down()
+            progress(f"lab down: removed {len(removed)} namespaces; left: "
+                     f"{', '.join(lab.topo.existing()) or 'nothing'}")
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for s, h in old.items():
+                signal.signal(s, h)
+    header = [
+        "=" * 100,
+        (f"passnat VPN passthrough lab -- report ({time.strftime('%Y-%m-%d %H:%M:%S')}, "
+         f"{time.time() - t0:.0f} s, lab prefix {lab.prefix!r}, kernel {os.uname().release})"),
+        "=" * 100,
+    ]
+    titles = [(r, ROUTER_TITLES[r]) for r in routers if r in results]
+    text = report.render(scenarios, results, titles, tp, header, BASE.passnat_config())
+    print(text, file=out, flush=True)
+    path = report_path or str(lab.run_dir / "report.txt")
+    try:
+        lab.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        progress(f"report saved to {path}")
+    except OSError as e:
+        progress(f"could not save the report to {path}: {e}")
+    if interrupted:
+        return 130
+    first = routers[0]
+    passed = [o.ok for o in results.get(first, {}).values()]
+    ok = len(passed) == len(scenarios) and all(passed)
+    progress(f"{first}: {sum(bool(p) for p in passed)}/{len(scenarios)} scenarios passed")
+    return 0 if ok else 1
