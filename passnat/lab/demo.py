@@ -35,10 +35,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run_suite(lab: Lab, scenarios: Sequence[Scenario], routers: Sequence[str], *, iperf_seconds: float,
-              progress: Callable[[str], None]) -> tuple[dict[str, dict[str, Outcome]], dict[str, Throughput]]:
-    """Run ``scenarios`` through each router in turn (the lab must be up)."""
-    results: dict[str, dict[str, Outcome]] = {}
-    tp: dict[str, Throughput] = {}
+              progress: Callable[[str], None], results: dict[str, dict[str, Outcome]],
+              tp: dict[str, Throughput]) -> None:
+    """Run ``scenarios`` through each router in turn (the lab must be up), filling ``results``
+    and ``tp`` as it goes (an interrupted run keeps what it finished)."""
     order = list(routers)
     for ri, r in enumerate(order):
         lab.use_router(r, BASE)
@@ -54,7 +54,6 @@ def run_suite(lab: Lab, scenarios: Sequence[Scenario], routers: Sequence[str], *
         if iperf_seconds > 0 and ri == 0:
             lab.apply(BASE)
             tp[r] = _iperf(lab, r, iperf_seconds, progress)
-    return results, tp
 
 
 def _iperf(lab: Lab, r: str, seconds: float, progress: Callable[[str], None]) -> Throughput:
@@ -75,7 +74,8 @@ def demo(prefix: str | None = None, *, only: Sequence[str] = (), routers: Sequen
     def progress(msg: str) -> None:
         print(msg, file=out, flush=True)
 
-    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT explicitly too: a shell starts background jobs with SIGINT ignored
+    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     results: dict[str, dict[str, Outcome]] = {}
     tp: dict[str, Throughput] = {}
     t0 = time.time()
@@ -86,7 +86,7 @@ def demo(prefix: str | None = None, *, only: Sequence[str] = (), routers: Sequen
         progress(f"lab {lab.prefix!r}: building the topology (run dir {lab.run_dir}) ...")
         lab.up(routers[0], BASE)
         progress(f"lab up: {', '.join(lab.topo.namespaces)}")
-        results, tp = run_suite(lab, scenarios, routers, iperf_seconds=iperf_seconds, progress=progress)
+        run_suite(lab, scenarios, routers, iperf_seconds=iperf_seconds, progress=progress, results=results, tp=tp)
     except KeyboardInterrupt:
         interrupted = True
         progress("interrupted: tearing the lab down")
@@ -98,7 +98,6 @@ def demo(prefix: str | None = None, *, only: Sequence[str] = (), routers: Sequen
             progress(f"lab down: removed {len(removed)} namespaces; left: "
                      f"{', '.join(lab.topo.existing()) or 'nothing'}")
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
             for s, h in old.items():
                 signal.signal(s, h)
     header = [

@@ -32,7 +32,7 @@ def table(scenarios: Sequence[Scenario], results: dict[str, dict[str, Outcome]],
     for i, sc in enumerate(scenarios, 1):
         cells = [_cell(results.get(r, {}).get(sc.id)) for r, _ in routers]
         title = textwrap.wrap(sc.title, name_w)
-        rows = max(len(title), *(len(c) for c in cells))
+        rows = max([len(title), *(len(c) for c in cells)])
         for k in range(rows):
             num = f"{i:>2}" if k == 0 else "  "
             left = title[k] if k < len(title) else ""

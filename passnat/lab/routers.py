@@ -44,7 +44,7 @@ class RouterBackend(Protocol):
     def apply(self, variant: Variant) -> None: ...
     def stop(self) -> None: ...
     def status_lines(self) -> list[str]: ...
-    def counters(self) -> dict[str, Any]: ...
+    def counters(self) -> dict[str, int]: ...
     def describe(self) -> str: ...
 
 
@@ -124,15 +124,15 @@ class PassnatRouter:
         out = self._show("status", "nat", check=False)
         return out.splitlines() if out is not None else ["(passnat show status nat failed)"]
 
-    def counters(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, int]:
+        """``show counters --json`` flattened to {name: count} (per-interface figures left out)."""
         out = self._show("counters", json_out=True, check=False)
         if out is None:
             return {}
         try:
-            data = json.loads(out)
+            return flatten_counters(json.loads(out))
         except ValueError:
             return {}
-        return data if isinstance(data, dict) else {}
 
     def describe(self) -> str:
         return "passnat run " + " ".join(self.command()[4:])
@@ -181,9 +181,9 @@ class KernelRouter:
         exp = nsrun(self.ns, ["conntrack", "-L", "expect"], check=False).stdout.splitlines()
         return lines + [f"expect: {e}" for e in exp]
 
-    def counters(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, int]:
         out = nsrun(self.ns, ["conntrack", "-S"], check=False).stdout
-        totals: dict[str, Any] = {}
+        totals: dict[str, int] = {}
         for line in out.splitlines():
             for tok in line.split()[1:]:
                 if "=" in tok:
@@ -194,6 +194,25 @@ class KernelRouter:
 
     def describe(self) -> str:
         return f"nft table ip {self.table} (masquerade + pptp helper + DNAT), ip_forward=1"
+
+
+def flatten_counters(data: Any) -> dict[str, int]:
+    """Every ``{"name": N, "count": C}`` record and every ``name: int`` entry, by name."""
+    flat: dict[str, int] = {}
+    if isinstance(data, dict):
+        if isinstance(data.get("name"), str) and isinstance(data.get("count"), int):
+            flat[data["name"]] = data["count"]
+        for k, v in data.items():
+            if isinstance(v, int) and not isinstance(v, bool) and k != "count":
+                flat.setdefault(k, v)
+            elif isinstance(v, (dict, list)):
+                for name, count in flatten_counters(v).items():
+                    flat.setdefault(name, count)
+    elif isinstance(data, list):
+        for item in data:
+            for name, count in flatten_counters(item).items():
+                flat.setdefault(name, count)
+    return flat
 
 
 def _tail(path: Path, n: int = 15) -> str:

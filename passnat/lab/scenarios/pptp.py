@@ -63,7 +63,7 @@ def calls(ctx: Ctx, server_host: str, clients: list[str], target: str, duration:
     return Check(all(c.ok for c in checks), "; ".join(c.summary for c in checks))
 
 
-def same_callid(ctx: Ctx, duration: float = 13.0, min_span: float = 10.0) -> Check:
+def same_callid(ctx: Ctx, duration: float = 14.0, min_span: float = 10.0) -> Check:
     """pc1 and pc2, both with PNS Call ID 0x1234, to pptpd on srv1 at once."""
     return calls(ctx, "srv1", ["pc1", "pc2"], HOSTS["srv1"].addr, duration, CALLID, min_span)
 
