@@ -53,6 +53,7 @@ class Drop(Enum):
     FRAG_HOLD_FULL = "fragment_hold_full"
     FRAG_HOLD_EXPIRED = "fragment_hold_expired"
     FRAG_NO_SESSION = "fragment_no_session"
+    FRAG_OVERLAP = "fragment_overlap"
     # filter
     FILTER_BLOCK = "filter_block"
 
@@ -95,5 +96,6 @@ EXPLAIN: dict[Drop, str] = {
     Drop.FRAG_HOLD_FULL: "fragment requeueing queue full",
     Drop.FRAG_HOLD_EXPIRED: "held fragment expired: its first fragment never came",
     Drop.FRAG_NO_SESSION: "fragment of a datagram whose first fragment was dropped",
+    Drop.FRAG_OVERLAP: "fragment overlapping another fragment of the same datagram (RFC 1858)",
     Drop.FILTER_BLOCK: "blocked by a filter rule",
 }

@@ -15,8 +15,9 @@ the slow path):
   2. validate the IPv4 header (drop with a reason; never raise).
   3. inbound NAT on a NAT (WAN) interface: static NAT, then the protocol
      handler's session lookup, then dynamic NAT, then SNAPT (R2 priority).
-  4. local delivery (ping to the router's own addresses).
-  5. filter ``in`` on the ingress interface (post-NAT addresses).
+  4. filter ``in`` on the ingress interface (post-NAT addresses; also for
+     packets to the router itself, so ``dst self`` rules apply).
+  5. local delivery (ping to the router's own addresses).
   6. route lookup; TTL check (ICMP time exceeded).
   7. filter ``out`` on the egress interface (pre-NAT addresses).
   8. outbound NAT when leaving through a NAT interface: static NAT, dynamic
@@ -34,6 +35,7 @@ from collections import Counter
 from typing import Any, Iterable
 
 from passnat.config.model import Config, PortAssignment
+from passnat.filter.engine import Filter
 from passnat.nat.actions import Addr, Output
 from passnat.nat.drops import Drop
 from passnat.nat.flow import F_FC, F_L4D, F_MTU, F_NH, F_OIF, F_PORT, F_SESS, F_SLOW
@@ -68,6 +70,7 @@ ICMP_RATE = 200.0
 _UNSOLICITED = {PROTO_TCP: Drop.NO_SESSION, PROTO_UDP: Drop.NO_SESSION, PROTO_ICMP: Drop.NO_SESSION,
                 PROTO_ESP: Drop.ESP_UNSOLICITED, PROTO_GRE: Drop.GRE_UNSOLICITED,
                 PROTO_AH: Drop.AH_NO_SESSION}
+_UNSOLICITED_DROPS = frozenset(_UNSOLICITED.values()) | {Drop.OTHER_NO_SESSION}
 
 
 class Router:
@@ -142,6 +145,7 @@ class Router:
             for a in addrs:
                 self.nat_globals.setdefault(a, itf)
         self.broadcasts = frozenset(b for itf in self.ifaces.values() for b in itf.broadcasts())
+        self.filter = Filter(self, config, getattr(self, "filter", None))
         self._build_fast_tables()
 
     def _build_fast_tables(self) -> None:
@@ -240,6 +244,7 @@ class Router:
         yield self.static.next_deadline()
         assert self.fragments is not None
         yield self.fragments.next_deadline()
+        yield self.filter.next_deadline()
         for h in self.registry:
             nd = getattr(h, "next_deadline", None)
             if nd is not None:
@@ -254,6 +259,7 @@ class Router:
             if timer is not None:
                 out.extend(timer(now))
         self.table.expire(now)
+        self.filter.on_timer(now)
         assert self.static is not None
         self.static.expire(now)
         self.next_deadline()
@@ -266,6 +272,10 @@ class Router:
         out["sessions"] = len(self.table)
         out["sessions_created"] = self.table.created_total
         return out
+
+    def filter_status(self, now: float) -> dict[str, Any]:
+        """``show status filter`` data: rules with counters, default, dynamic states (passnat/filter/status.py)."""
+        return self.filter.status(now)
 
     def sessions(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every live session as a plain record (see docs/api.md)."""
@@ -432,17 +442,19 @@ class Router:
         if pkt.iface in self.nat_ifaces:
             verdict = self._nat_inbound(pkt)
             if isinstance(verdict, Drop):
+                if verdict in _UNSOLICITED_DROPS and not self._filter(pkt, pkt.iface, inbound=True):
+                    verdict = Drop.FILTER_BLOCK  # the filter sees untranslated packets too (SEIL)
                 return self._drop(verdict, pkt)
             if verdict is HELD:
                 return []
             fwd = verdict  # type: ignore[assignment]
+        if not self._filter(pkt, pkt.iface, inbound=True):
+            return self._drop(Drop.FILTER_BLOCK, pkt)
         if fwd is None:
             if ip.dst in self.local_addrs or (pkt.iface in self.nat_ifaces and ip.dst in self.nat_globals):
                 return self._local(pkt)
             if ip.dst in self.broadcasts or ip.dst == 0xFFFFFFFF or ip.dst >> 28 == 0xE:
                 return self._drop(Drop.LOCAL_UNSUPPORTED)
-        if not self._filter(pkt, pkt.iface, inbound=True):
-            return self._drop(Drop.FILTER_BLOCK, pkt)
         # route
         if fwd is not None and fwd.oif is not None:
             oif, nh = fwd.oif, fwd.nh or Addr(ntoa(ip.dst))
@@ -631,7 +643,7 @@ class Router:
     # ------------------------------------------------------------- hooks
 
     def _filter(self, pkt: Pkt, iface: str, *, inbound: bool) -> bool:
-        return True
+        return self.filter.check(pkt, iface, inbound)
 
     def _clamp_mss(self, pkt: Pkt, oif: str) -> None:
         """R24: clamp the MSS of SYNs crossing an interface with ``tcp-mss``."""
@@ -652,6 +664,7 @@ class Router:
 
 
 def frags_needed(router: Router, pkt: Pkt, mtu: int) -> list[Output]:
+    pkt.ip.src = _I.unpack_from(pkt.orig, 12)[0]  # R23: routed back to the pre-NAT sender
     out = router._icmp_error(pkt, icmpmod.DEST_UNREACH, icmpmod.FRAG_NEEDED, mtu=mtu)
     router._drop(Drop.FRAG_NEEDED, pkt)
     return out

@@ -2,19 +2,30 @@
 
 ``clamp_mss`` works on a SYN in place: it lowers an MSS option larger than the
 limit, leaves a smaller one alone, and adds the option when the SYN has none
-(SEIL tcp-mss semantics).  It recomputes the TCP checksum and fixes the IPv4
-total length and header checksum when the packet grows.
+(SEIL tcp-mss semantics).  It updates the TCP checksum incrementally, and the
+IPv4 total length and header checksum when the packet grows.
 """
 from __future__ import annotations
 
 import struct
 
-from passnat.packet.checksum import checksum, pseudo_sum
-from passnat.packet.ipv4 import set_header_checksum
+from passnat.packet.checksum import (
+    add_delta,
+    apply_delta,
+    checksum,
+    delta16,
+    pseudo_sum,
+)
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 OPT_END, OPT_NOP, OPT_MSS = 0, 1, 2
+
+_U16 = struct.Struct("!H")
+
+
+def _swap(v: int) -> int:
+    return (v & 0xFF) << 8 | v >> 8
 
 
 def set_checksum(buf: bytearray, ihl: int) -> None:
@@ -50,21 +61,41 @@ def find_mss(buf: bytearray, ihl: int) -> int | None:
 
 
 def clamp_mss(buf: bytearray, ihl: int, limit: int) -> bool:
-    """Clamp the MSS of the SYN in ``buf`` to ``limit``; True when the packet changed."""
+    """Clamp the MSS of the SYN in ``buf`` to ``limit``; True when the packet changed.
+
+    The TCP checksum (and, when the option is added, the IPv4 total length
+    and header checksum) is updated incrementally (RFC 1624), so a segment
+    that arrived with a bad checksum still has one.  A missing option is
+    inserted first in the option list, where no End-of-Option-List can hide
+    it; every later byte moves by 4, which keeps the 16-bit sums unchanged.
+    """
+    if len(buf) < ihl + 20:
+        return False
+    doff = (buf[ihl + 12] >> 4) * 4
+    if doff < 20 or len(buf) < ihl + doff:
+        return False
+    cs_off = ihl + 16
     off = find_mss(buf, ihl)
     if off is not None:
-        if (buf[off] << 8 | buf[off + 1]) <= limit:
+        old = buf[off] << 8 | buf[off + 1]
+        if old <= limit:
             return False
         struct.pack_into("!H", buf, off, limit)
-        set_checksum(buf, ihl)
+        if (off - ihl) & 1:  # an option at an odd offset straddles two checksum words: swapped bytes
+            old, limit = _swap(old), _swap(limit)
+        struct.pack_into("!H", buf, cs_off, apply_delta(_U16.unpack_from(buf, cs_off)[0], delta16(old, limit)))
         return True
-    doff = (buf[ihl + 12] >> 4) * 4
     if doff + 4 > 60:
         return False  # no room for one more option
-    at = ihl + doff
+    total = (buf[2] << 8) | buf[3]
+    old_word = _U16.unpack_from(buf, ihl + 12)[0]
+    new_word = ((doff + 4) // 4) << 12 | (old_word & 0x0FFF)
+    seg = total - ihl
+    delta = add_delta(delta16(old_word, new_word), OPT_MSS << 8 | 4, limit, delta16(seg, seg + 4))
+    at = ihl + 20
     buf[at:at] = struct.pack("!BBH", OPT_MSS, 4, limit)
-    buf[ihl + 12] = ((doff + 4) // 4) << 4 | (buf[ihl + 12] & 0x0F)
-    struct.pack_into("!H", buf, 2, len(buf))
-    set_header_checksum(buf, ihl)
-    set_checksum(buf, ihl)
+    _U16.pack_into(buf, ihl + 12, new_word)
+    _U16.pack_into(buf, cs_off, apply_delta(_U16.unpack_from(buf, cs_off)[0], delta))
+    _U16.pack_into(buf, 2, total + 4)
+    _U16.pack_into(buf, 10, apply_delta(_U16.unpack_from(buf, 10)[0], delta16(total, total + 4)))
     return True

@@ -66,6 +66,7 @@ def install_port_flows(router: Router, s: Session, *, slow: bool = False) -> Non
     iflow = make_flow(session=s, old_addr=s.out_addr, new_addr=s.in_addr, old_port=s.out_port,
                       new_port=s.in_port, oif=in_hop[0], nh=in_hop[1], mtu=router.mtu(in_hop[0]),
                       pseudo=pseudo, slow=slow)
+    oflow, iflow = router.filter.decorate(s, oflow, iflow)  # filter verdicts and counters (F_FC, F_SLOW)
     if s.proto == 1:  # ICMP queries: the identifier in the first "port", both directions
         okey, ikey = flow_key(s.in_addr, s.rem_addr, s.in_port, 0), flow_key(s.rem_addr, s.out_addr, s.out_port, 0)
     else:
