@@ -30,7 +30,10 @@ packets the fast path can carry (no SYN/FIN/RST, no options, unfragmented):
     ``check`` (which drops and counts it, or makes the state).
 Verdicts are recomputed whenever they could change: the router rebuilds
 every session's flows on ``reconfigure``; making a state and expiring one
-rebuild the sessions of that flow.
+rebuild the sessions of that flow.  On the slow path (ESP, GRE, AH and
+other protocols have no fast-path flows) the rules' verdict for a packet's
+fields is remembered per configuration (``_verdicts``), so a flow's packets
+scan the rule list once; states are always looked up first.
 
 A first fragment's decision covers its datagram: the fragment tracker keeps
 the counters (``fragment_counter``) and, for a block, drops the later
@@ -69,6 +72,9 @@ if TYPE_CHECKING:
     from passnat.nat.handlers.base import Pkt
     from passnat.nat.router import Router
     from passnat.nat.session import Session
+
+#: rule verdicts remembered per configuration (cleared when full)
+VERDICT_CACHE_MAX = 65536
 
 _II = struct.Struct("!II")
 _HH = struct.Struct("!HH")
@@ -178,6 +184,12 @@ class Filter:
             else DefaultCounter()
         self.states: StateTable = previous.states if previous is not None else StateTable()
         self.states.on_remove = self._state_removed
+        wake = getattr(router, "wake", None)  # Router.wake(deadline): run on_timer by then
+        if wake is not None:
+            self.states.on_deadline = wake
+        # rule verdicts by (point, packet fields the rules can test): the rules are fixed for
+        # this Filter's life, so an ESP/GRE flow (always on the slow path) scans them once
+        self._verdicts: dict[tuple[Any, ...], tuple[bool, Decider]] = {}
         self._frag_pkt: Pkt | None = None
         self._frag_counters: list[Any] = []
 
@@ -193,6 +205,17 @@ class Filter:
             qs = self.states.get(icmp_quote, now)
             if qs is not None:
                 return True, qs
+        ck = (point, key, v.ports, v.tcp, v.icmp_type, v.options)
+        hit = self._verdicts.get(ck)
+        if hit is None:
+            hit = self._scan(v, point)
+            if len(self._verdicts) >= VERDICT_CACHE_MAX:
+                self._verdicts.clear()
+            self._verdicts[ck] = hit
+        return hit
+
+    def _scan(self, v: View, point: Point) -> tuple[bool, Decider]:
+        """The rules of ``point`` in order; the first that matches decides; else the default."""
         rules = self.points.get(point)
         if rules is None:
             rules = self.points[("", point[1])]

@@ -18,7 +18,10 @@ keeps the states and their timers:
     it passes on the fast path refresh the flow's session, and the sessions
     linked to a state count as its activity (``last_seen``);
   * expiry is lazy, like the session table's: a heap holds at most one live
-    deadline per state (``State.hd``), re-queued when popped early;
+    deadline per state (``State.hd``), re-queued when popped early; a new
+    earlier deadline is announced through ``on_deadline`` (the router's
+    ``wake``), so the router runs its timer on time even between calls to
+    ``next_deadline``;
   * at most ``maximum`` states exist; beyond that no state is made (counted).
 """
 from __future__ import annotations
@@ -115,6 +118,7 @@ class StateTable:
         self.expired_total = 0
         self.full_total = 0
         self.on_remove: Callable[[State], None] = lambda st: None
+        self.on_deadline: Callable[[float], None] = lambda t: None  # the router's wake()
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -143,6 +147,7 @@ class StateTable:
         self.index.setdefault(reverse(key), st)
         st.hd = now + ttl
         heapq.heappush(self._heap, (st.hd, st.id))
+        self.on_deadline(st.hd)
         self.created_total += 1
         return st
 
@@ -153,6 +158,7 @@ class StateTable:
         if exp < st.hd:
             st.hd = exp
             heapq.heappush(self._heap, (exp, st.id))
+            self.on_deadline(exp)
 
     def remove(self, st: State, *, expired: bool = False) -> None:
         if not st.alive:

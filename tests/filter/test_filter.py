@@ -11,6 +11,7 @@ import logging
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scapy.all import IP, Raw, raw  # type: ignore[attr-defined]
 
 import passnat
 from passnat.filter import format_status
@@ -273,3 +274,17 @@ def test_two_hosts_same_rule_each_their_own_verdict() -> None:
     r = make_router("filter add pc1 interface lan0 direction in action block src 192.168.0.11\n")
     assert blocked(r, "lan0", ping(PC1, SRV, 1))
     one(r.handle("lan0", ping(PC2, SRV, 1), 0.0))
+
+
+def test_slow_path_flows_scan_the_rules_once() -> None:
+    """ESP has no fast path: its packets reuse the rules' verdict instead of scanning 500 rules each."""
+    many = "".join(f"filter add r{i} interface lan1 direction in action block protocol udp dstport {i + 1}\n"
+                   for i in range(500))
+    r = make_router(many + "filter add esp interface lan1 direction in action pass protocol esp\n")
+    esp_out = raw(IP(src=PC1, dst=SRV, proto=50) / Raw(b"\0\0\x10\x01\0\0\0\1" + b"e" * 20))
+    esp_in = raw(IP(src=SRV, dst=WAN_ADDR, proto=50) / Raw(b"\0\0\x20\x02\0\0\0\1" + b"e" * 20))
+    one(r.handle("lan0", esp_out, 0.0))
+    for t in range(100):
+        one(r.handle("lan1", esp_in, 1.0 + t), "lan0")
+    assert counts(r)["esp"] == 100
+    assert len(r.filter._verdicts) <= 4
