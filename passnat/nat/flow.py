@@ -13,8 +13,11 @@ session is created (or its route changes):
   F_NH     next hop (``Addr``)
   F_MTU    egress MTU: larger packets take the slow path (fragment / ICMP)
   F_FC     filter counter object or None (counted per packet on the fast path)
-  F_IPDN   IPv4 header checksum delta of the address change alone (slow path)
   F_SLOW   True when every packet must take the slow path (ALG sessions)
+
+The slow path, which decrements the TTL itself, takes the TTL's share back
+out of F_IPD (``address_delta``).  Flows are the bulk of a session's memory,
+so they hold nothing that can be derived.
 
 Outbound flows rewrite bytes 12-15 (source) and the source port; inbound
 flows rewrite bytes 16-19 (destination) and the destination port.
@@ -26,7 +29,7 @@ from typing import Any
 
 from passnat.packet.checksum import TTL_DEC_DELTA, add_delta, apply_delta, delta16, delta32
 
-F_SESS, F_ADDR, F_PORT, F_IPD, F_L4D, F_OIF, F_NH, F_MTU, F_FC, F_IPDN, F_SLOW = range(11)
+F_SESS, F_ADDR, F_PORT, F_IPD, F_L4D, F_OIF, F_NH, F_MTU, F_FC, F_SLOW = range(10)
 
 Flow = tuple[Any, ...]
 
@@ -40,7 +43,16 @@ def make_flow(*, session: Any, old_addr: int, new_addr: int, old_port: int, new_
     l4d = delta16(old_port, new_port)
     if pseudo:
         l4d = add_delta(l4d, ipdn)
-    return (session, new_addr, new_port, add_delta(ipdn, TTL_DEC_DELTA), l4d, oif, nh, mtu, fc, ipdn, slow)
+    return (session, new_addr, new_port, add_delta(ipdn, TTL_DEC_DELTA), l4d, oif, nh, mtu, fc, slow)
+
+
+#: one's complement negation of the TTL delta: adding it takes the TTL change back out
+_UNDO_TTL = (~TTL_DEC_DELTA) & 0xFFFF
+
+
+def address_delta(flow: Flow) -> int:
+    """The IPv4 header checksum delta of the flow's address change alone."""
+    return add_delta(flow[F_IPD], _UNDO_TTL)
 
 
 def l4_checksum_offset(proto: int) -> int | None:
@@ -55,7 +67,7 @@ def rewrite(buf: bytearray, ihl: int, proto: int, flow: Flow, outbound: bool, *,
     """
     addr_off = 12 if outbound else 16
     _U32.pack_into(buf, addr_off, flow[F_ADDR])
-    _U16.pack_into(buf, 10, apply_delta(_U16.unpack_from(buf, 10)[0], flow[F_IPDN]))
+    _U16.pack_into(buf, 10, apply_delta(_U16.unpack_from(buf, 10)[0], address_delta(flow)))
     if not l4:
         return
     if proto == 1:

@@ -201,6 +201,7 @@ class FragmentTracker:
         self.queue.append(h)
         self.n_held += 1
         router.count("fragments_held")
+        router.wake(pkt.now + self.hold_time)
         return []
 
     def _needs_first(self, pkt: Pkt) -> bool:

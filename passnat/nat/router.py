@@ -29,6 +29,7 @@ A packet dropped after a session was made for it rolls that session back.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import struct
 from collections import Counter
@@ -37,6 +38,7 @@ from typing import Any, Iterable
 from passnat.config.model import Config, PortAssignment
 from passnat.filter.engine import Filter
 from passnat.nat.actions import Addr, Output
+from passnat.nat.diagnose import Finding, VpnEvents, diagnose
 from passnat.nat.drops import Drop
 from passnat.nat.flow import F_FC, F_L4D, F_MTU, F_NH, F_OIF, F_PORT, F_SESS, F_SLOW
 from passnat.nat.fragments import FragmentTracker
@@ -53,6 +55,13 @@ from passnat.packet.ipv4 import (PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PRO
 from passnat.packet.tcp import SYN, clamp_mss
 
 log = logging.getLogger("passnat.nat")
+
+try:  # the optional C build of the fast path (passnat/_speedups.c); same bytes, ~3x faster
+    from passnat._speedups import fast as _c_fast  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the build
+    _c_fast = None
+if os.environ.get("PASSNAT_PURE"):
+    _c_fast = None
 
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
@@ -76,18 +85,21 @@ _UNSOLICITED_DROPS = frozenset(_UNSOLICITED.values()) | {Drop.OTHER_NO_SESSION}
 class Router:
     """The NAT router engine.  See the module docstring for the pipeline."""
 
-    def __init__(self, config: Config, *, seed: int | None = None):
+    def __init__(self, config: Config, *, seed: int | None = None, speedups: bool = True):
         self.rng = random.Random(seed)
+        self._cfast = _c_fast if speedups else None
         self._counters: Counter[str] = Counter()
         self.table = SessionTable(maximum=config.nat.session.maximum,
                                   per_ip=config.nat.session.restricted_per_ip,
                                   per_private_ip=config.nat.session.restricted_per_private_ip)
         self.table.on_remove = self._on_remove
+        self.table.on_deadline = self.wake
         self.registry = Registry()
         self._deadline = float("inf")
         self._icmp_tokens = ICMP_RATE
         self._icmp_last = 0.0
         self._log_last: dict[str, float] = {}
+        self.vpn_events = VpnEvents()
         self.static: StaticNat | None = None
         self.fragments: FragmentTracker | None = None
         from passnat.nat.handlers import default_handlers
@@ -104,8 +116,10 @@ class Router:
         self.config = config
         nat = config.nat
         self.routes = RoutingTable(config)
+        self._hops: dict[int, tuple[str, str] | None] = {}
         self.ifaces = self.routes.ifaces
         self.timeouts = nat.timeouts
+        self._timeout_cache: dict[str, float] = {}
         self.nat_ifaces = frozenset(i for i in nat.nat_interfaces() if i in self.ifaces)
         # global address per NAT interface: `nat napt add global`, else the interface's address
         self.globals: dict[str, int] = {}
@@ -113,8 +127,8 @@ class Router:
             primary = self.ifaces[itf].primary
             if primary is not None:
                 self.globals[itf] = primary
-        for g in nat.napt_global:
-            self.globals[g.interface] = int(g.address)
+        for napt_global in nat.napt_global:
+            self.globals[napt_global.interface] = int(napt_global.address)
         self.napt_private: dict[str, list[tuple[int, int]]] = {}
         for p in nat.napt_private:
             self.napt_private.setdefault(p.interface, []).append((p.addresses.first, p.addresses.last))
@@ -124,11 +138,11 @@ class Router:
             self.static.adopt(old_static)
         self.snapt = Snapt(config)
         reserved: dict[tuple[int, int], frozenset[int]] = {}
-        for itf in self.nat_ifaces:
-            g = self.globals.get(itf)
-            if g is not None:
-                for proto, ports in self.snapt.reserved_ports(itf).items():
-                    reserved[(proto, g)] = ports
+        for name in self.nat_ifaces:
+            global_addr = self.globals.get(name)
+            if global_addr is not None:
+                for proto, ports in self.snapt.reserved_ports(name).items():
+                    reserved[(proto, global_addr)] = ports
         t = self.table
         t.maximum = nat.session.maximum
         t.per_ip = nat.session.restricted_per_ip
@@ -137,13 +151,13 @@ class Router:
         t.set_reserved(reserved)
         # addresses the router answers for (ping, ARP) and the NAT's global addresses
         self.local_addrs: dict[int, str] = {}
-        for itf in self.ifaces.values():
-            for a in itf.addrs:
-                self.local_addrs.setdefault(a, itf.name)
+        for iface in self.ifaces.values():
+            for a in iface.addrs:
+                self.local_addrs.setdefault(a, iface.name)
         self.nat_globals: dict[int, str] = {g: i for i, g in self.globals.items()}
-        for itf, addrs in self.static.global_addresses().items():
+        for name, addrs in self.static.global_addresses().items():
             for a in addrs:
-                self.nat_globals.setdefault(a, itf)
+                self.nat_globals.setdefault(a, name)
         self.broadcasts = frozenset(b for itf in self.ifaces.values() for b in itf.broadcasts())
         self.filter = Filter(self, config, getattr(self, "filter", None))
         self._build_fast_tables()
@@ -166,7 +180,7 @@ class Router:
         self.fragments.configure()
         for h in self.registry:
             h.bind(self)
-        for s in list(self.table.by_id.values()):
+        for s in self.table.all():
             if s.nat_if not in self.nat_ifaces or not self._still_valid(s):
                 self.table.remove(s)
                 continue
@@ -184,11 +198,17 @@ class Router:
 
     def handle(self, interface: str, packet: bytes, now: float) -> list[Output]:
         """Process one IPv4 packet that arrived on ``interface`` at time ``now``."""
-        if now >= self._deadline:
-            early = self.on_timer(now)
-            out = self._handle(interface, packet, now)
-            return early + out if early else out
-        return self._handle(interface, packet, now)
+        if now < self._deadline:
+            cfast = self._cfast
+            if cfast is None:
+                return self._handle(interface, packet, now)
+            out = cfast(self._fast, interface, packet, now, Output)
+            if out is not None:
+                return out  # type: ignore[no-any-return]
+            return self._slow(interface, packet if type(packet) is bytes else bytes(packet), now)
+        early = self.on_timer(now)
+        out = self._handle(interface, packet, now)
+        return early + out if early else out
 
     def _handle(self, interface: str, packet: bytes, now: float) -> list[Output]:
         if type(packet) is not bytes:
@@ -227,6 +247,11 @@ class Router:
                     return [Output(fl[F_OIF], fl[F_NH], bytes(b))]
         return self._slow(interface, packet, now)
 
+    def wake(self, deadline: float) -> None:
+        """Modules call this when they start something that needs ``on_timer`` by ``deadline``."""
+        if deadline < self._deadline:
+            self._deadline = deadline
+
     def reinject(self, interface: str, packet: bytes, now: float) -> list[Output]:
         """Run a packet a handler held back through the pipeline again (released holds)."""
         return self._handle(interface, packet, now)
@@ -258,7 +283,8 @@ class Router:
             timer = getattr(h, "on_timer", None)
             if timer is not None:
                 out.extend(timer(now))
-        self.table.expire(now)
+        for s in self.table.expire(now):
+            self.vpn_events.session_expired(s, now)
         self.filter.on_timer(now)
         assert self.static is not None
         self.static.expire(now)
@@ -280,7 +306,7 @@ class Router:
     def sessions(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every live session as a plain record (see docs/api.md)."""
         recs = []
-        for s in self.table.by_id.values():
+        for s in self.table.all():
             recs.append(self.session_record(s, now))
         assert self.static is not None
         for b in self.static.bindings():
@@ -316,11 +342,25 @@ class Router:
         if session_id is None:
             assert self.static is not None
             return self.table.clear() + self.static.clear()
-        s = self.table.by_id.get(session_id)
+        s = self.table.get(session_id)
         if s is None:
             return 0
         self.table.remove(s)
         return 1
+
+    def diagnose(self, now: float) -> list[Finding]:
+        """``passnat doctor`` (B3): VPN passthrough problems seen, each with its fix."""
+        return diagnose(self, now)
+
+    def export_state(self, now: float) -> dict[str, Any]:
+        """Every session as JSON-able data, to survive a restart (R19; ``passnat.nat.persist``)."""
+        from passnat.nat.persist import export_state
+        return export_state(self, now)
+
+    def import_state(self, state: dict[str, Any], now: float, elapsed: float = 0.0) -> int:
+        """Restore ``export_state`` data after ``elapsed`` seconds down; returns sessions restored."""
+        from passnat.nat.persist import import_state
+        return import_state(self, state, now, elapsed)
 
     def owned_addresses(self) -> dict[str, set[str]]:
         """Addresses the router answers ARP for, per interface (own + NAT globals)."""
@@ -342,21 +382,33 @@ class Router:
             log.log(level, message)
 
     def timeout(self, klass: str) -> float:
-        if klass == "closing" or klass == "icmp-answered":
-            return SHORT_TIMEOUT
-        if klass == "dns":
-            return DNS_TIMEOUT
-        return float(self.timeouts.get(klass))
+        """Seconds of the timer class ``klass`` (one shared float per class)."""
+        value = self._timeout_cache.get(klass)
+        if value is None:
+            if klass == "closing" or klass == "icmp-answered":
+                value = SHORT_TIMEOUT
+            elif klass == "dns":
+                value = DNS_TIMEOUT
+            else:
+                value = float(self.timeouts.get(klass))
+            self._timeout_cache[klass] = value
+        return value
 
     def udp_class(self, port_a: int, port_b: int) -> str:
         return "dns" if port_a in DNS_PORTS or port_b in DNS_PORTS else "udp"
 
     def hop(self, addr: int) -> tuple[str, str] | None:
-        """(interface, next hop) towards ``addr``, or None."""
+        """(interface, next hop) towards ``addr``, or None (cached; rebuilt with the routes)."""
+        cache = self._hops
+        hit = cache.get(addr, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
         hop = self.routes.lookup(addr)
-        if hop is None or hop is DISCARD:
-            return None
-        return hop[0], Addr(ntoa(hop[1]))
+        result = None if hop is None or hop is DISCARD else (hop[0], Addr(ntoa(hop[1])))
+        if len(cache) >= 65536:
+            cache.clear()
+        cache[addr] = result
+        return result
 
     def mtu(self, iface: str) -> int:
         itf = self.ifaces.get(iface)
@@ -381,6 +433,7 @@ class Router:
         return []
 
     def _slow(self, interface: str, packet: bytes, now: float) -> list[Output]:
+        self._counters["slow_path_packets"] += 1
         if interface not in self.ifaces:
             return self._drop(Drop.UNKNOWN_INTERFACE)
         try:
@@ -568,6 +621,7 @@ class Router:
                 return verdict
         if proto == PROTO_ICMP and pkt.icmp_type in icmpmod.QUERY_REQUESTS:
             return None  # a ping to the router's global address
+        self.vpn_events.unsolicited_packet(proto, pkt.ip.src, pkt.sport if proto == PROTO_UDP else 0, pkt.now)
         return _UNSOLICITED.get(proto, Drop.OTHER_NO_SESSION)
 
     def _nat_outbound(self, pkt: Pkt, nat_if: str, nh: str) -> Verdict:
@@ -581,6 +635,7 @@ class Router:
         if self.static.is_dynamic_private(nat_if, src):
             g = self.static.bind(nat_if, src, now)
             if g is not None:
+                self.wake(now + self.static.timeout)
                 return self._address_nat(pkt, g, outbound=True)
             if not napt:
                 return Drop.DYNAMIC_POOL_EMPTY

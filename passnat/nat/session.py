@@ -69,7 +69,10 @@ class Session:
         self.lan_if: str | None = None
         self.filter_state: Any = None
         self.alive = True
-        self.hd = 0.0  # the earliest expiry deadline queued for it in the table's heap
+        self.hd = 0.0  # its deadline in the table's expiry heap (fixed while it is in the heap)
+
+    def __lt__(self, other: Session) -> bool:  # the table's expiry heap orders sessions by deadline
+        return self.hd < other.hd
 
     def expires(self) -> float:
         return self.last + self.timeout

@@ -117,6 +117,14 @@ class StaticNat:
             return b.private
         return None
 
+    def restore(self, nat_if: str, private: int, global_: int, last: float, now: float) -> bool:
+        """Re-create a saved binding if the pool still has that global free and time left."""
+        if last + self.timeout <= now or (nat_if, global_) in self.bind_in or \
+                not self.is_dynamic_private(nat_if, private) or global_ not in self.dyn_globals.get(nat_if, ()):
+            return False
+        self._install(DynBinding(nat_if, private, global_, last))
+        return True
+
     def bindings(self) -> list[DynBinding]:
         return [b for b in self.bind_out.values() if b.alive]
 

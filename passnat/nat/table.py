@@ -7,12 +7,16 @@ Indexes:
     wire carries them (src, dst, sport, dport at IPv4 bytes 12-23) -> flow
     tuple.  TCP and UDP use them on the fast path; ICMP echo uses the same
     shape with (id, 0) as ports.
-  * ``by_id``: session id -> Session (show / clear).
+  * the expiry heap holds every live session once; ``all()`` and ``get()``
+    read it (show / clear are rare, so no id index costs memory per session).
   * ``mappings``: endpoint-independent mappings, and one ``IdPool`` of
     outside ports per (protocol, global address).
 
-Expiry is lazy: a refresh only stores ``last``; a heap holds at most one live
-deadline per session (``Session.hd``), re-queued when popped early.  Limits
+Expiry is lazy: a refresh only stores ``last``.  The main heap holds the
+sessions themselves, ordered by ``Session.hd`` (which never changes while a
+session is in it), and re-files a session popped before its time; a session
+whose timer was *shortened* (TCP closing, answered ICMP) also gets a
+(deadline, id) entry in a second, small heap so it still expires on time.  Limits
 (R18): a global maximum, ``restricted-per-ip`` (sessions created by packets
 from one source address, either side) and ``restricted-per-private-ip``
 (sessions involving one private address).  Reaching one drops the packet; the
@@ -44,7 +48,7 @@ class SessionTable:
         self.per_ip = per_ip
         self.per_private_ip = per_private_ip
         self.rng = rng  # random port assignment when set
-        self.by_id: dict[int, Session] = {}
+        self._n = 0  # live sessions
         self.out_flows: dict[int, dict[bytes, Flow]] = {6: {}, 17: {}, 1: {}}
         self.in_flows: dict[int, dict[bytes, Flow]] = {6: {}, 17: {}, 1: {}}
         self.mappings: dict[tuple[int, str, int, int], Mapping] = {}
@@ -52,19 +56,31 @@ class SessionTable:
         self.reserved: dict[tuple[int, int], frozenset[int]] = {}
         self.count_src: dict[int, int] = {}
         self.count_private: dict[int, int] = {}
-        self._heap: list[tuple[float, int]] = []
+        self._heap: list[Session] = []
+        self._short: list[tuple[float, int, Session]] = []
         self._next_id = 1
         self.on_remove: Callable[[Session], None] = lambda s: None
+        self.on_deadline: Callable[[float], None] = lambda t: None  # the router's wake()
         self.created_total = 0
 
     def __len__(self) -> int:
-        return len(self.by_id)
+        return self._n
+
+    def all(self) -> list[Session]:
+        """Every live session, oldest first."""
+        return sorted((s for s in self._heap if s.alive), key=lambda s: s.id)
+
+    def get(self, session_id: int) -> Session | None:
+        for s in self._heap:
+            if s.id == session_id and s.alive:
+                return s
+        return None
 
     # ---------------------------------------------------------------- limits
 
     def admit(self, origin: int, private: int) -> Drop | None:
         """Why a new session for these addresses may not be created, or None."""
-        if len(self.by_id) >= self.maximum:
+        if self._n >= self.maximum:
             return Drop.SESSION_FULL
         if self.per_ip is not None and self.count_src.get(origin, 0) >= self.per_ip:
             return Drop.SESSION_LIMIT_IP
@@ -76,6 +92,13 @@ class SessionTable:
         i = self._next_id
         self._next_id += 1
         return i
+
+    def next_id_value(self) -> int:
+        return self._next_id
+
+    def bump_id(self, at_least: int) -> None:
+        """Never reuse ids of restored sessions."""
+        self._next_id = max(self._next_id, at_least)
 
     # ------------------------------------------------------------- ports
 
@@ -132,14 +155,15 @@ class SessionTable:
     # ------------------------------------------------------------- sessions
 
     def add(self, s: Session) -> None:
-        self.by_id[s.id] = s
+        self._n += 1
         self.count_src[s.origin] = self.count_src.get(s.origin, 0) + 1
         self.count_private[s.in_addr] = self.count_private.get(s.in_addr, 0) + 1
         if s.mapping is not None:
             s.mapping.refs += 1
         s.hd = s.last + s.timeout
-        heapq.heappush(self._heap, (s.hd, s.id))
+        heapq.heappush(self._heap, s)
         self.created_total += 1
+        self.on_deadline(s.hd)
 
     def set_flows(self, s: Session, okey: bytes | None, oflow: Flow | None,
                   ikey: bytes | None, iflow: Flow | None) -> None:
@@ -157,14 +181,14 @@ class SessionTable:
         s.klass = klass
         exp = s.last + timeout
         if exp < s.hd:
-            s.hd = exp
-            heapq.heappush(self._heap, (exp, s.id))
+            heapq.heappush(self._short, (exp, s.id, s))
+            self.on_deadline(exp)
 
     def remove(self, s: Session) -> None:
         if not s.alive:
             return
         s.alive = False
-        self.by_id.pop(s.id, None)
+        self._n -= 1
         if s.okey is not None:
             tbl = self.out_flows.get(s.proto)
             if tbl is not None and tbl.get(s.okey) is s.oflow:
@@ -184,7 +208,7 @@ class SessionTable:
         self.on_remove(s)
 
     def clear(self) -> int:
-        sessions = list(self.by_id.values())
+        sessions = self.all()
         for s in sessions:
             self.remove(s)
         return len(sessions)
@@ -192,23 +216,21 @@ class SessionTable:
     # ------------------------------------------------------------- expiry
 
     def next_deadline(self) -> float | None:
-        heap = self._heap
-        while heap:
-            dl, sid = heap[0]
-            s = self.by_id.get(sid)
-            if s is not None and s.hd == dl:
-                return dl
-            heapq.heappop(heap)  # stale entry
-        return None
+        heap, short = self._heap, self._short
+        while heap and not heap[0].alive:
+            heapq.heappop(heap)
+        while short and not short[0][2].alive:
+            heapq.heappop(short)
+        candidates = ([heap[0].hd] if heap else []) + ([short[0][0]] if short else [])
+        return min(candidates) if candidates else None
 
     def expire(self, now: float) -> list[Session]:
         """Remove every session idle for its whole timeout; returns them."""
-        heap = self._heap
+        heap, short = self._heap, self._short
         gone: list[Session] = []
-        while heap and heap[0][0] <= now:
-            dl, sid = heapq.heappop(heap)
-            s = self.by_id.get(sid)
-            if s is None or s.hd != dl:
+        while heap and heap[0].hd <= now:
+            s = heapq.heappop(heap)
+            if not s.alive:
                 continue
             exp = s.last + s.timeout
             if exp <= now:
@@ -216,5 +238,15 @@ class SessionTable:
                 gone.append(s)
             else:
                 s.hd = exp
-                heapq.heappush(heap, (exp, sid))
+                heapq.heappush(heap, s)
+        while short and short[0][0] <= now:
+            _, sid, s = heapq.heappop(short)
+            if not s.alive:
+                continue
+            exp = s.last + s.timeout
+            if exp <= now:
+                self.remove(s)
+                gone.append(s)
+            elif exp < s.hd:
+                heapq.heappush(short, (exp, sid, s))
         return gone

@@ -46,16 +46,22 @@ def pseudo_sum(src: int, dst: int, proto: int, length: int) -> int:
 
 def delta32(old: int, new: int) -> int:
     """Checksum delta for replacing a 32-bit field ``old`` by ``new`` (RFC 1624 eqn. 3)."""
-    return fold((~old >> 16 & 0xFFFF) + (~old & 0xFFFF) + (new >> 16) + (new & 0xFFFF))
+    s = (~old >> 16 & 0xFFFF) + (~old & 0xFFFF) + (new >> 16) + (new & 0xFFFF)
+    s = (s & 0xFFFF) + (s >> 16)
+    return (s & 0xFFFF) + (s >> 16)
 
 
 def delta16(old: int, new: int) -> int:
     """Checksum delta for replacing a 16-bit field ``old`` by ``new``."""
-    return fold((~old & 0xFFFF) + new)
+    s = (~old & 0xFFFF) + new
+    return (s & 0xFFFF) + (s >> 16)
 
 
 def add_delta(*deltas: int) -> int:
-    return fold(sum(deltas))
+    """One's complement sum of deltas (up to 257 of them)."""
+    s = sum(deltas)
+    s = (s & 0xFFFF) + (s >> 16)
+    return (s & 0xFFFF) + (s >> 16)
 
 
 def apply_delta(csum: int, delta: int) -> int:

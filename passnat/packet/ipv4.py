@@ -9,8 +9,12 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from passnat.packet.checksum import checksum
+
+if TYPE_CHECKING:
+    from passnat.nat.drops import Drop
 
 PROTO_ICMP = 1
 PROTO_IPIP = 4
@@ -85,7 +89,7 @@ class IPv4:
 class HeaderError(Exception):
     """Internal: a malformed header; the router turns it into a counted drop."""
 
-    def __init__(self, reason: object):
+    def __init__(self, reason: "Drop"):
         super().__init__(str(reason))
         self.reason = reason
 

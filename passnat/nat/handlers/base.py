@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Iterable, Protocol, Union
+from typing import TYPE_CHECKING, Iterator, Protocol, Union
 
 from passnat.nat.drops import Drop
 from passnat.packet.ipv4 import IPv4
@@ -99,9 +99,14 @@ Verdict = Union[Fwd, Drop, Held, None]
 
 
 class Handler(Protocol):
-    name: str
-    protocols: tuple[int, ...]
-    priority: Priority
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def protocols(self) -> tuple[int, ...]: ...
+
+    @property
+    def priority(self) -> Priority: ...
 
     def bind(self, router: "Router") -> None: ...
 
@@ -156,5 +161,5 @@ class Registry:
     def by_name(self, name: str) -> Handler | None:
         return self._by_name.get(name)
 
-    def __iter__(self) -> Iterable[Handler]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Handler]:
         return iter(self._by_name.values())

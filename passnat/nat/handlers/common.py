@@ -8,7 +8,7 @@ of the same packet rolls it back.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from passnat.nat.drops import Drop
 from passnat.nat.flow import make_flow
@@ -49,6 +49,20 @@ def make_session(router: Router, pkt: Pkt, *, kind: str, nat_if: str, in_addr: i
     router.table.add(s)
     pkt.created.append(s)
     return s
+
+
+def restore_port_session(router: Router, s: Session, install: Callable[[Session], None]) -> bool:
+    """Put back a saved port-based session: same mapping (outside port), same timers."""
+    if s.out_addr != router.globals.get(s.nat_if) or router.table.admit(s.origin, s.in_addr) is not None:
+        return False
+    if s.kind == "napt":
+        m = router.table.claim_mapping(s.proto, s.nat_if, s.in_addr, s.in_port, s.out_addr, s.out_port)
+        if m is None:
+            return False
+        s.mapping = m
+    router.table.add(s)
+    install(s)
+    return True
 
 
 def install_port_flows(router: Router, s: Session, *, slow: bool = False) -> None:

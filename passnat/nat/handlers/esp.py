@@ -222,12 +222,14 @@ class EspHandler(AddressOnlyHandler):
                 return Drop.ESP_HELD_OVERFLOW
             g.held_out.append(Held(pkt.iface, pkt.orig, pkt.now, spi))
             self.router.count("esp_held_for_pairing")
+            self.router.wake(pkt.now + self.window)
             self._update_active(g)
             return HELD
         self._learn_out(g, s, spi, pkt.now)
         if self.mode is EspMode.SPI and g.slot is not s:
             g.slot, g.slot_since = s, pkt.now
             self._update_active(g)
+            self.router.wake(pkt.now + self.window)
         return self.send_out(pkt, s)
 
     # ---------------------------------------------------------- inbound
@@ -260,6 +262,7 @@ class EspHandler(AddressOnlyHandler):
                 return Drop.ESP_HELD_OVERFLOW
             g.held_in.append(Held(pkt.iface, pkt.orig, pkt.now, spi))
             self.router.count("esp_inbound_held_ambiguous")
+            self.router.wake(pkt.now + self.window)
             self._update_active(g)
             return HELD
         released = self._bind_in(g, cand, spi, pkt.now)
@@ -367,6 +370,17 @@ class EspHandler(AddressOnlyHandler):
         if not g.out_spi and not g.in_spi and not g.held_out and not g.held_in:
             self.groups.pop((s.nat_if, s.rem_addr), None)
             self.active.discard((s.nat_if, s.rem_addr))
+
+    def restore(self, s: Session) -> bool:
+        if not super().restore(s):
+            return False
+        g = self.group(s.nat_if, s.rem_addr)
+        info = _info(s)
+        for spi in info["out_spis"]:
+            g.out_spi[spi] = s
+        for spi in info["in_spis"]:
+            g.in_spi[spi] = s
+        return True
 
     def error_session(self, q: Quoted, outbound: bool) -> tuple[Session, int | None] | None:
         if not outbound:

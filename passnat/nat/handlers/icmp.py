@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from passnat.nat.drops import Drop
 from passnat.nat.flow import F_NH, F_OIF, F_SESS, rewrite
 from passnat.nat.handlers.base import Fwd, Pkt, Priority, Verdict
-from passnat.nat.handlers.common import admit, install_port_flows, make_session
+from passnat.nat.handlers.common import admit, install_port_flows, make_session, restore_port_session
 from passnat.nat.icmp_errors import Quoted, quoted, translate_error
 from passnat.nat.session import Session
 from passnat.nat.static import SnaptTarget
@@ -101,6 +101,9 @@ class IcmpHandler:
 
     def rebuild(self, s: Session) -> None:
         install_port_flows(self.router, s)
+
+    def restore(self, s: Session) -> bool:
+        return restore_port_session(self.router, s, self.rebuild)
 
     def on_remove(self, s: Session) -> None:
         return None

@@ -98,6 +98,16 @@ class AddressOnlyHandler:
     def rebuild(self, s: Session) -> None:
         return None  # no fast-path flows: nothing derived to rebuild
 
+    def restore(self, s: Session) -> bool:
+        """Re-create a saved session; restored in id order, so first-come owners stay first."""
+        if s.out_addr != self.router.globals.get(s.nat_if) or \
+                self.router.table.admit(s.origin, s.in_addr) is not None:
+            return False
+        self.router.table.add(s)
+        self.by_host[(s.proto, s.nat_if, s.in_addr, s.rem_addr)] = s
+        self.by_remote.setdefault((s.proto, s.nat_if, s.rem_addr), []).append(s)
+        return True
+
     # --------------------------------------------------------- translation
 
     def outbound(self, pkt: Pkt, nat_if: str, nh: str, create: bool) -> Verdict:
@@ -156,8 +166,8 @@ class AddressOnlyHandler:
                     return s, None
             return None
         nat_if = self.router.nat_globals.get(q.src)
-        s = self.owner(q.proto, nat_if, q.dst) if nat_if is not None else None
-        return (s, None) if s is not None else None
+        owner = self.owner(q.proto, nat_if, q.dst) if nat_if is not None else None
+        return (owner, None) if owner is not None else None
 
 
 class OtherHandler(AddressOnlyHandler):

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from passnat.nat.drops import Drop
 from passnat.nat.handlers.base import HELD, Fwd, Pkt, Priority, Verdict
 from passnat.nat.handlers.common import admit, make_session
+from passnat.nat.handlers.other import AddressOnlyHandler
 from passnat.nat.handlers.tcpudp import TcpUdpHandler
 from passnat.nat.icmp_errors import Quoted, rewrite_address
 from passnat.nat.ports import IdPool
@@ -99,7 +100,7 @@ class Stream:
 
 class PptpHandler(TcpUdpHandler):
     name = "pptp"
-    protocols = (PROTO_TCP,)
+    protocols: tuple[int, ...] = (PROTO_TCP,)
     priority = Priority.ALG
 
     def __init__(self) -> None:
@@ -195,6 +196,7 @@ class PptpHandler(TcpUdpHandler):
         if st.pending_from is not None:
             st.held.append((pkt.iface, pkt.orig, pkt.now))
             self.router.count("pptp_segments_held")
+            self.router.wake(pkt.now + SEGMENT_HOLD)
             return HELD, []
         released: list[Output] = []
         if st.held:
@@ -385,6 +387,7 @@ class PptpHandler(TcpUdpHandler):
         call.state = "clearing"
         self._drop_gre(call)
         self.lingering.append((now + CLEAR_LINGER, call))
+        self.router.wake(now + CLEAR_LINGER)
         self._sync(call.ctrl)
 
     def _drop_gre(self, call: Call) -> None:
@@ -416,6 +419,25 @@ class PptpHandler(TcpUdpHandler):
         info = s.info if s.info is not None else {}
         info["pptp_calls"] = [c.plain() for c in self.calls.get(s.id, ())]
         s.info = info
+
+    def restore(self, s: Session) -> bool:
+        """A saved control connection and its calls (GRE sessions follow, see persist)."""
+        if not super().restore(s):
+            return False
+        for inside, outside, peer, state in (s.info or {}).get("pptp_calls", []):
+            call = Call(ctrl=s, host=s.in_addr, inside_id=inside, outside_id=outside, state=state, since=s.last)
+            if not self._pool(s).claim(outside, call):
+                continue
+            self.calls.setdefault(s.id, []).append(call)
+            if state != "clearing":
+                self.gre_in[(s.out_addr, s.rem_addr, outside)] = call
+                if peer is not None:
+                    call.peer_id = peer
+                    self.gre_out[(s.out_addr, s.rem_addr, peer)] = call
+            else:
+                self.lingering.append((s.last + CLEAR_LINGER, call))
+        self._sync(s)
+        return True
 
     def on_remove(self, s: Session) -> None:
         self.end_all(s, s.last)
@@ -475,7 +497,7 @@ class PptpHandler(TcpUdpHandler):
 class _Stop(Exception):
     """Carries the ALG's verdict out of the shared TCP code path."""
 
-    def __init__(self, verdict: object):
+    def __init__(self, verdict: Verdict):
         super().__init__()
         self.verdict = verdict
 
@@ -487,19 +509,22 @@ class PptpGreHandler:
     protocols = (PROTO_GRE,)
     priority = Priority.TUNNEL
 
+    pptp: PptpHandler
+    other: AddressOnlyHandler | None
+
     def bind(self, router: Router) -> None:
         self.router = router
         pptp = router.registry.by_name("pptp")
         other = router.registry.by_name("other")
         assert isinstance(pptp, PptpHandler)
         self.pptp = pptp
-        self.other = other
+        self.other = other if isinstance(other, AddressOnlyHandler) else None
 
     def matches(self, pkt: Pkt, outbound: bool) -> bool:
         return not pkt.ip.frag & 0x1FFF and P.is_enhanced_gre(pkt.buf, pkt.ip.ihl)
 
     def _call_id(self, pkt: Pkt) -> int:
-        return _U16.unpack_from(pkt.buf, pkt.ip.ihl + P.GRE_CALL_ID_OFFSET)[0]
+        return int(_U16.unpack_from(pkt.buf, pkt.ip.ihl + P.GRE_CALL_ID_OFFSET)[0])
 
     def outbound(self, pkt: Pkt, nat_if: str, nh: str, create: bool) -> Verdict:
         g = self.router.globals.get(nat_if)
@@ -559,4 +584,15 @@ class PptpGreHandler:
 
     def rebuild(self, s: Session) -> None:
         return None
+
+    def restore(self, s: Session) -> bool:
+        inside, _outside, _peer, ctrl_id = (s.info or {}).get("call", [None, None, None, None])
+        for call in self.pptp.calls.get(ctrl_id, ()):
+            if call.inside_id == inside and call.gre is None:
+                if self.router.table.admit(s.origin, s.in_addr) is not None:
+                    return False
+                self.router.table.add(s)
+                call.gre = s
+                return True
+        return False
 

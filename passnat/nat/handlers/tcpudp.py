@@ -16,7 +16,7 @@ from passnat.nat import tcp_track
 from passnat.nat.drops import Drop
 from passnat.nat.flow import F_NH, F_OIF, F_SESS, rewrite
 from passnat.nat.handlers.base import Fwd, Pkt, Priority, Verdict
-from passnat.nat.handlers.common import admit, install_port_flows, make_session
+from passnat.nat.handlers.common import admit, install_port_flows, make_session, restore_port_session
 from passnat.nat.ports import port_range
 from passnat.nat.session import Session
 from passnat.nat.static import SnaptTarget
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 class TcpUdpHandler:
     name = "tcpudp"
-    protocols = (6, 17)
+    protocols: tuple[int, ...] = (6, 17)
     priority = Priority.PROTOCOL
 
     def bind(self, router: Router) -> None:
@@ -61,9 +61,10 @@ class TcpUdpHandler:
 
     def _new(self, pkt: Pkt, *, kind: str, nat_if: str, in_addr: int, in_port: int, out_addr: int,
              out_port: int, rem_addr: int, rem_port: int, mapping: Any = None) -> Session:
+        state: int
         if pkt.ip.proto == PROTO_TCP:
-            state = tcp_track.initial_state(pkt.flags)
-            klass = tcp_track.TIMEOUT_CLASS[state]
+            tcp_state = tcp_track.initial_state(pkt.flags)
+            state, klass = tcp_state, tcp_track.TIMEOUT_CLASS[tcp_state]
         else:
             state = 0
             klass = self.router.udp_class(in_port, rem_port)
@@ -86,6 +87,10 @@ class TcpUdpHandler:
         return s.proto == PROTO_UDP and IKE_PORT in (s.in_port, s.rem_port)
 
     rebuild = install
+
+    def restore(self, s: Session) -> bool:
+        """Re-create a saved session (``passnat.nat.persist``) with its mapping and flows."""
+        return restore_port_session(self.router, s, self.install)
 
     # ------------------------------------------------------------ outbound
 
