@@ -1,0 +1,78 @@
+"""Metrics for a monitoring system (B6): the router's counters in Prometheus text format.
+
+``render(router, now, extra)`` produces the text exposition format (version
+0.0.4) that Prometheus, VictoriaMetrics, Telegraf and friends scrape:
+
+  passnat_drops_total{reason="no_session"}      every drop reason (Drop), 0 or not
+  passnat_events_total{event="esp_spi_learned"} every other event counter
+  passnat_sessions{protocol="tcp",type="napt"}  live sessions by protocol and type
+  passnat_sessions_created_total                sessions ever created
+  passnat_session_maximum                       the configured maximum
+
+``extra`` lets the daemon add its own gauges and counters (per-interface
+packets and bytes, ring drops) in the same exposition.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Iterable
+
+from passnat.nat.drops import EXPLAIN, Drop
+
+if TYPE_CHECKING:
+    from passnat.nat.router import Router
+
+Sample = tuple[str, dict[str, str], float]  # (metric name, labels, value)
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def samples(router: Router) -> list[tuple[str, str, str, list[Sample]]]:
+    """(name, type, help, samples) families for the router's own metrics."""
+    counters = router.counters()
+    drop_names = {d.value for d in Drop}
+    drops = [("passnat_drops_total", {"reason": d.value}, float(counters.get(d.value, 0))) for d in Drop]
+    events = [("passnat_events_total", {"event": k}, float(v)) for k, v in sorted(counters.items())
+              if k not in drop_names and k not in ("sessions", "sessions_created")]
+    by_kind: Counter[tuple[str, str]] = Counter()
+    for s in router.sessions():
+        by_kind[(str(s["protocol"]), str(s["type"]))] += 1
+    sessions = [("passnat_sessions", {"protocol": p, "type": t}, float(n)) for (p, t), n in sorted(by_kind.items())]
+    return [
+        ("passnat_drops_total", "counter", "Packets dropped, by reason (see passnat show counters).", drops),
+        ("passnat_events_total", "counter", "Other engine events (translations, holds, learned SPIs, ...).", events),
+        ("passnat_sessions", "gauge", "Live NAT sessions by protocol and type.", sessions),
+        ("passnat_sessions_created_total", "counter", "NAT sessions ever created.",
+         [("passnat_sessions_created_total", {}, float(counters.get("sessions_created", 0)))]),
+        ("passnat_session_maximum", "gauge", "The configured session maximum (nat session maximum).",
+         [("passnat_session_maximum", {}, float(router.config.nat.session.maximum))]),
+    ]
+
+
+def render(router: Router, extra: Iterable[tuple[str, str, str, list[Sample]]] = ()) -> str:
+    """Prometheus text exposition of the router's metrics plus ``extra`` families."""
+    lines: list[str] = []
+    for name, kind, help_text, family in list(samples(router)) + list(extra):
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for metric, labels, value in family:
+            text = str(int(value)) if float(value).is_integer() else repr(float(value))
+            lines.append(f"{metric}{_labels(labels)} {text}")
+    return "\n".join(lines) + "\n"
+
+
+def explain(reason: str) -> str:
+    """The operator's text for a drop reason name."""
+    for d, text in EXPLAIN.items():
+        if d.value == reason:
+            return text
+    return ""
