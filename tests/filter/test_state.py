@@ -245,3 +245,12 @@ def test_state_table_unit() -> None:
     assert t.expire(10.0) == [] and t.next_deadline() == 15.0
     assert t.get(key, 14.9) is st
     assert t.get(key, 15.0) is None and len(t) == 0 and t.expired_total == 1
+
+
+def test_state_expiry_is_noticed_by_handle_alone() -> None:
+    """No on_timer call: the router wakes for the state's deadline, and the fast path follows."""
+    r = make_router(STATEFUL.replace("state enable", "state enable state-ttl 10"))
+    one(r.handle("lan0", udp(PC1, SRV, 5000, 6000), 0.0))
+    one(r.handle("lan1", udp(SRV, WAN_ADDR, 6000, 5000), 5.0), "lan0")     # fast path, refreshes
+    one(r.handle("lan1", udp(SRV, WAN_ADDR, 6000, 5000), 14.0), "lan0")    # 5 + 10 not reached
+    assert blocked(r, "lan1", udp(SRV, WAN_ADDR, 6000, 5000), 24.5)        # 14 + 10 passed
