@@ -184,9 +184,7 @@ class Filter:
             else DefaultCounter()
         self.states: StateTable = previous.states if previous is not None else StateTable()
         self.states.on_remove = self._state_removed
-        wake = getattr(router, "wake", None)  # Router.wake(deadline): run on_timer by then
-        if wake is not None:
-            self.states.on_deadline = wake
+        self.states.on_deadline = router.wake  # state deadlines: the router runs on_timer by then
         # rule verdicts by (point, packet fields the rules can test): the rules are fixed for
         # this Filter's life, so an ESP/GRE flow (always on the slow path) scans them once
         self._verdicts: dict[tuple[Any, ...], tuple[bool, Decider]] = {}
