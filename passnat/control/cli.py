@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", "-q", action="store_true", help="print errors only")
     c.set_defaults(func=_cmd_check)
     __import__("passnat.lab.cli").lab.cli.register(sub)  # passnat lab ... (docs/lab.md)
+
+    from passnat.control.commands import add_parsers
+
+    add_parsers(sub)
     return p
 
 

@@ -1,0 +1,136 @@
+"""The operator's subcommands of ``passnat``: run, show, clear, replay (argument parsing only).
+
+  passnat run --config FILE [--interface NAME=LINUX ...] [--control PATH]
+              [--log-level LEVEL] [--state-file PATH] [--prepare]
+  passnat show status nat|filter [--json] [--control PATH]
+  passnat show counters|config|arp [--json] [--control PATH]
+  passnat clear nat session all|ID [--json] [--control PATH]
+  passnat replay --config FILE CAPTURE.pcapng -o OUT.pcapng
+
+``show``/``clear`` ask the daemon over the control socket (client.py) and print
+the text form (format.py) or, with ``--json``, the data as JSON.  Exit status:
+0 success, 1 the daemon refused the request, 2 usage, 3 no daemon, 4
+permission denied.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from passnat.control import format as fmt
+from passnat.control.client import ClientError, request
+from passnat.control.protocol import DEFAULT_CONTROL_PATH
+
+_SHOW: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "status nat": ("status_nat", fmt.format_status_nat),
+    "status filter": ("status_filter", fmt.format_status_filter),
+    "counters": ("counters", fmt.format_counters),
+    "config": ("config", lambda text: str(text)),
+    "arp": ("arp", fmt.format_arp),
+}
+
+
+def _control_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--control", default=DEFAULT_CONTROL_PATH, metavar="PATH",
+                   help=f"the daemon's control socket (default {DEFAULT_CONTROL_PATH})")
+    p.add_argument("--json", action="store_true", help="print the data as JSON")
+
+
+def _ask(args: argparse.Namespace, op: str, render: Callable[[Any], str], **params: Any) -> int:
+    try:
+        data = request(args.control, op, **params)
+    except ClientError as e:
+        print(f"passnat: {e.message}", file=sys.stderr)
+        return e.status
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        sys.stdout.write(render(data))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    op, render = _SHOW[args.what]
+    return _ask(args, op, render)
+
+
+def _cmd_clear(args: argparse.Namespace) -> int:
+    target = args.target
+    if target == "all":
+        sid = None
+    elif target.isdigit():
+        sid = int(target)
+    else:
+        print(f"passnat: clear nat session: expected `all` or a session id, not {target!r}", file=sys.stderr)
+        return 2
+    return _ask(args, "clear_nat", lambda d: f"{d['cleared']} session(s) cleared\n", id=sid)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from passnat.io.startup import RunRequest, run
+
+    return run(RunRequest(config_path=args.config, control_path=args.control, mappings=args.interface,
+                          state_file=args.state_file, prepare=args.prepare, log_level=args.log_level))
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from passnat.io.replay import main as replay_main
+
+    return replay_main(args.config, args.capture, args.output, log_level=args.log_level)
+
+
+def add_parsers(sub: Any) -> None:
+    """Register run/show/clear/replay on the ``passnat`` subparsers object."""
+    r = sub.add_parser("run", help="run the router on Linux interfaces (root)")
+    r.add_argument("--config", "-c", required=True, help="SEIL-style configuration file")
+    r.add_argument("--interface", "-i", action="append", default=[], metavar="NAME=LINUX",
+                   help="run configuration interface NAME on Linux interface LINUX (repeatable; "
+                        "default: the same name)")
+    r.add_argument("--control", default=DEFAULT_CONTROL_PATH, metavar="PATH",
+                   help=f"control socket to create (default {DEFAULT_CONTROL_PATH})")
+    r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log level (default info); logs go to stderr")
+    r.add_argument("--state-file", metavar="PATH",
+                   help="keep NAT sessions across restarts: load at start, save at a clean stop")
+    r.add_argument("--prepare", action="store_true",
+                   help="make the host setup first (link up, forwarding off, arp_ignore=8, nftables "
+                        "handoff table when the interfaces have kernel addresses); undone at stop")
+    r.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("show", help="ask the running daemon: status nat|filter, counters, config, arp")
+    ssub = s.add_subparsers(dest="show_what", metavar="WHAT")
+    ssub.required = True
+    st = ssub.add_parser("status", help="status nat | status filter")
+    stsub = st.add_subparsers(dest="status_what", metavar="nat|filter")
+    stsub.required = True
+    for what, helptext in (("nat", "NAT sessions in SEIL's format"), ("filter", "filter rules and states")):
+        p = stsub.add_parser(what, help=helptext)
+        _control_args(p)
+        p.set_defaults(func=_cmd_show, what=f"status {what}")
+    for what, helptext in (("counters", "every drop reason, per-interface packets and bytes"),
+                           ("config", "the running configuration (canonical text)"),
+                           ("arp", "the ARP neighbour tables")):
+        p = ssub.add_parser(what, help=helptext)
+        _control_args(p)
+        p.set_defaults(func=_cmd_show, what=what)
+
+    c = sub.add_parser("clear", help="clear nat session all|ID")
+    csub = c.add_subparsers(dest="clear_what", metavar="nat")
+    csub.required = True
+    cn = csub.add_parser("nat", help="clear nat session all|ID")
+    cnsub = cn.add_subparsers(dest="clear_nat_what", metavar="session")
+    cnsub.required = True
+    cs = cnsub.add_parser("session", help="all | a session id from `show status nat`")
+    cs.add_argument("target", metavar="all|ID")
+    _control_args(cs)
+    cs.set_defaults(func=_cmd_clear)
+
+    rp = sub.add_parser("replay", help="feed a pcapng capture through the engine, write what it sends")
+    rp.add_argument("--config", "-c", required=True, help="SEIL-style configuration file")
+    rp.add_argument("capture", help="input pcapng; interface names (if_name) = configuration interfaces")
+    rp.add_argument("-o", "--output", required=True, help="output pcapng (one interface block per interface)")
+    rp.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    rp.set_defaults(func=_cmd_replay)

@@ -1,0 +1,53 @@
+"""The control socket's wire format, shared by the daemon and the ``passnat`` commands.
+
+One request per connection: the client sends one JSON object on one line,
+the daemon answers with one JSON object and closes the connection.
+
+  request:  {"op": "<operation>", ...arguments}
+  answer:   {"ok": true, "data": <JSON value>}  or  {"ok": false, "error": "<message>"}
+
+Operations (``OPS``): ``status_nat``, ``status_filter``, ``counters``,
+``config``, ``arp``, ``clear_nat`` (argument ``id``: an int, or null for all),
+``ping``.  The daemon answers only root (``SO_PEERCRED``), and the socket file
+is mode 0600.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_CONTROL_PATH = "/run/passnat/control.sock"
+MAX_REQUEST = 64 * 1024
+
+OPS = ("status_nat", "status_filter", "counters", "config", "arp", "clear_nat", "ping")
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def encode(obj: Any) -> bytes:
+    return (json.dumps(obj, default=_default, separators=(",", ":")) + "\n").encode()
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset, tuple)):
+        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
+    if isinstance(obj, bytes):
+        return obj.hex()
+    return str(obj)
+
+
+def decode_request(raw: bytes) -> dict[str, Any]:
+    """Parse one request line; ProtocolError with a message for anything invalid."""
+    try:
+        req = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ProtocolError(f"request is not JSON: {e}") from None
+    if not isinstance(req, dict) or req.get("op") not in OPS:
+        raise ProtocolError(f"unknown operation; expected one of {', '.join(OPS)}")
+    if req["op"] == "clear_nat":
+        sid = req.get("id")
+        if sid is not None and (not isinstance(sid, int) or isinstance(sid, bool) or sid < 0):
+            raise ProtocolError("clear_nat: id must be a non-negative integer or null (all)")
+    return req

@@ -1,0 +1,96 @@
+"""What the operator's commands show, as plain JSON-able data built from the router's state.
+
+The daemon answers each control request with one of these (``format`` turns
+them into text on the command's side).  They only read the engine's public
+API (``sessions``, ``counters``, ``config``, ``filter_status``) and the link
+layer's counters, so they are tested with a ``Router`` and fake links,
+without a daemon.
+
+Invariant: every function returns JSON-serialisable values only and never
+modifies the router, except ``clear_nat``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from passnat.control.protocol import ProtocolError
+from passnat.io.linkdrops import EVENTS as LINK_EVENTS
+from passnat.io.linkdrops import EXPLAIN as LINK_EXPLAIN
+from passnat.io.linkdrops import LinkDrop
+from passnat.nat.drops import EXPLAIN, Drop
+from passnat.nat.router import Router
+
+
+class LinkView(Protocol):
+    name: str
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+def status_nat(router: Router, now: float) -> list[dict[str, Any]]:
+    """Every session record (``Router.sessions``), ordered by id (bindings last)."""
+    recs = router.sessions(now)
+    return sorted(recs, key=lambda r: (r.get("id") is None, r.get("id") or 0, str(r.get("inside"))))
+
+
+def clear_nat(router: Router, session_id: int | None) -> dict[str, Any]:
+    n = router.clear_sessions(session_id)
+    if session_id is not None and n == 0:
+        raise ProtocolError(f"no NAT session with id {session_id}")
+    return {"cleared": n}
+
+
+def config_text(router: Router) -> str:
+    from passnat.config.render import (
+        render,  # (passnat.config.render is shadowed by the module once imported)
+    )
+
+    return render(router.config)
+
+
+# ---------------------------------------------------------------- filter
+
+
+def status_filter(router: Router, now: float) -> dict[str, Any]:
+    """Filter rules with their counters, the default action and the dynamic states
+    (the engine's ``filter_status``; passnat/filter/status.py documents the records)."""
+    return router.filter_status(now)
+
+
+# ---------------------------------------------------------------- counters
+
+
+def counters(router: Router, links: Iterable[LinkView], daemon: Mapping[str, int],
+             uptime: float | None = None) -> dict[str, Any]:
+    """Every drop reason (engine and link layer) with its count and explanation, event
+    counters, and per-interface packets/bytes in and out with the ring's drops."""
+    engine = router.counters()
+    drop_names = {d.value for d in Drop}
+    engine_drops = [{"name": d.value, "count": int(engine.get(d.value, 0)), "explain": EXPLAIN.get(d, "")}
+                    for d in Drop]
+    engine_events = {k: v for k, v in sorted(engine.items()) if k not in drop_names}
+    interfaces: dict[str, Any] = {}
+    link_totals: dict[str, int] = dict(daemon)
+    for link in links:
+        st = link.stats()
+        interfaces[link.name] = {k: v for k, v in st.items() if k != "counters"}
+        interfaces[link.name]["drops"] = {k: v for k, v in st.get("counters", {}).items()
+                                          if k in {d.value for d in LinkDrop}}
+        for k, v in st.get("counters", {}).items():
+            link_totals[k] = link_totals.get(k, 0) + v
+        link_totals[LinkDrop.RING_FULL.value] = (link_totals.get(LinkDrop.RING_FULL.value, 0)
+                                                 + int(st.get("ring_drops", 0)))
+    link_drops = [{"name": d.value, "count": int(link_totals.get(d.value, 0)), "explain": LINK_EXPLAIN[d]}
+                  for d in LinkDrop]
+    link_events = {k: int(link_totals.get(k, 0)) for k in LINK_EVENTS}
+    out: dict[str, Any] = {"engine": {"drops": engine_drops, "events": engine_events},
+                           "link": {"drops": link_drops, "events": link_events},
+                           "interfaces": interfaces}
+    if uptime is not None:
+        out["uptime"] = round(uptime, 1)
+    return out
+
+
+def arp(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(records, key=lambda r: (r["interface"], tuple(int(x) for x in r["address"].split("."))))

@@ -1,0 +1,538 @@
+"""``passnat run``: the router on real interfaces (one process, one thread, one loop).
+
+Start (``start``): open every link (GRO/LRO off, TPACKET_V3 receive ring, send
+socket), build the engine, import saved sessions, open the control socket,
+announce the router's addresses with gratuitous ARP.
+
+Loop (``run``), one turn:
+  1. ``poll`` the rings, the control socket and the signal pipe, with a
+     timeout up to the next deadline (engine, ARP, housekeeping; at most 1 s);
+  2. every link: hand at most ``budget`` frames (whole ring blocks) to the
+     engine, send what it returns (Ethernet header from the ARP cache, or
+     queue the packet and resolve); a link with more ready blocks makes the
+     next poll non-blocking, so the control socket and timers are served
+     between bounded bursts and excess is dropped by the kernel at the ring
+     (counted, ``PACKET_STATISTICS``) instead of starving the loop;
+  3. engine timers (``router.on_timer``), ARP retries/ageing, ICMP host
+     unreachable for packets whose next hop never answered ARP;
+  4. a pending SIGHUP reload or SIGTERM/SIGINT stop.
+
+Time: the engine and the ARP tables get ``time.monotonic()``, read once per
+ring block (the engine never reads a clock; statefile.py adds the downtime
+when sessions are restored).
+
+Invariants: no exception from one packet stops the loop (counted as
+``internal_error`` and logged with its traceback, rate limited); stop
+restores the links (offload settings) and removes the control socket.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from passnat.config import ConfigError, parse_config
+from passnat.config.model import Config
+from passnat.control import views
+from passnat.control.protocol import ProtocolError
+from passnat.control.server import ControlServer
+from passnat.io import statefile
+from passnat.io.afpacket import FRAME_HDR, TP_STATUS_CSUMNOTREADY, RingGeometry
+from passnat.io.ether import parse_arp
+from passnat.io.hostsetup import Attachment, HostUndo
+from passnat.io.link import Link
+from passnat.io.linkdrops import LinkDrop
+from passnat.io.neighbours import ArpTimers
+from passnat.io.offload import (
+    GSO_NONE,
+    VNET,
+    VNET_F_NEEDS_CSUM,
+    VNET_HDR_LEN,
+    complete_checksum,
+    complete_partial,
+    parse_vnet,
+    segment,
+)
+from passnat.io.reactor import POLLIN, Reactor
+from passnat.nat.actions import Output
+from passnat.nat.router import Router
+from passnat.packet import icmp
+
+log = logging.getLogger("passnat.daemon")
+
+_NUM_FIRST = struct.Struct("=II")
+_U32 = struct.Struct("=I")
+_ICMP_RATE = 100.0  # host-unreachable messages per second (token bucket)
+
+
+@dataclass(slots=True)
+class DaemonOptions:
+    config_path: str
+    attachments: list[Attachment]
+    control_path: str
+    state_file: str | None = None
+    geometry: RingGeometry = field(default_factory=RingGeometry)
+    arp_timers: ArpTimers = field(default_factory=ArpTimers)
+    budget: int = 2048  # frames per link per loop turn
+    host_undo: HostUndo | None = None
+
+
+class Daemon:
+    def __init__(self, config: Config, options: DaemonOptions):
+        self.options = options
+        self.config = config
+        self.clock = time.monotonic
+        self.router = Router(config)
+        self.reactor = Reactor()
+        self.links: dict[str, Link] = {a.name: Link(a.name, a.linux, geometry=options.geometry,
+                                                    arp_timers=options.arp_timers)
+                                       for a in options.attachments}
+        self._out: dict[str, tuple[Link, dict[str, bytes], Callable[[bytes], int]]] = {}
+        self.counters: Counter[str] = Counter()
+        self.control: ControlServer | None = None
+        self.stopping = False
+        self.reload_requested = False
+        self.started = time.monotonic()
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._old_handlers: dict[int, Any] = {}
+        self._icmp_tokens = _ICMP_RATE
+        self._icmp_last = 0.0
+        self._error_logged = 0.0
+
+    # ================================================================ lifecycle
+
+    def start(self) -> None:
+        """Open links, restore sessions, open the control socket; raises on failure
+        (everything opened so far is closed again)."""
+        try:
+            for link in self.links.values():
+                link.open()
+                assert link.ring is not None and link.neigh is not None and link.tx is not None
+                self.reactor.watch(link.ring.fileno(), POLLIN, _ignore)
+                self._out[link.name] = (link, link.neigh.fast, link.tx.send)
+            self._update_addresses()
+            if self.options.state_file:
+                statefile.load(self.options.state_file, self.router, self.clock)
+            self._install_signals()
+            self.control = ControlServer(self.options.control_path, self.reactor, self.dispatch)
+        except BaseException:
+            self.close()
+            raise
+        for link in self.links.values():
+            if link.neigh is None:
+                continue
+            for frame in link.neigh.announcements():
+                if link.send(frame):
+                    self.counters["gratuitous_arp_sent"] += 1
+        log.info("passnat running: %s; control socket %s",
+                 ", ".join(f"{lk.name}={lk.linux}" for lk in self.links.values()), self.options.control_path)
+
+    def close(self) -> None:
+        """Release everything (idempotent): control socket, links (offloads restored),
+        signal handlers, the host setup made by --prepare."""
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        for link in self.links.values():
+            link.close()
+        self._out.clear()
+        self._remove_signals()
+        if self.options.host_undo is not None:
+            self.options.host_undo.undo()
+            self.options.host_undo = None
+
+    def stop(self) -> None:
+        """Clean stop: save sessions (``--state-file``), then ``close``."""
+        if self.options.state_file:
+            statefile.save(self.options.state_file, self.router, self.clock)
+        self.close()
+        log.info("passnat stopped")
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.reactor.watch(self._wake_r.fileno(), POLLIN, self._on_wake)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for sig, handler in ((signal.SIGTERM, self._on_stop_signal), (signal.SIGINT, self._on_stop_signal),
+                             (signal.SIGHUP, self._on_hup)):
+            self._old_handlers[sig] = signal.signal(sig, handler)
+
+    def _remove_signals(self) -> None:
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+        self._old_handlers.clear()
+        if self._wake_r is not None:
+            signal.set_wakeup_fd(-1)
+            self.reactor.unwatch(self._wake_r.fileno())
+            self._wake_r.close()
+            assert self._wake_w is not None
+            self._wake_w.close()
+            self._wake_r = self._wake_w = None
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        if not self.stopping:
+            log.info("%s received: stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _on_hup(self, _signum: int, _frame: Any) -> None:
+        self.reload_requested = True
+
+    def _on_wake(self, _revents: int) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(256):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # ================================================================ loop
+
+    def run(self) -> None:
+        """Forward until SIGTERM/SIGINT (``stopping``)."""
+        reactor = self.reactor
+        links = list(self.links.values())
+        next_housekeeping = 0.0
+        timeout: float | None = 0.0
+        while not self.stopping:
+            reactor.dispatch(reactor.poll(timeout))
+            more = False
+            for link in links:
+                if self._drain(link):
+                    more = True
+            now = self.clock()
+            deadline = self._timers(now)
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            mono = time.monotonic()
+            if mono >= next_housekeeping:
+                next_housekeeping = mono + 1.0
+                if self.control is not None:
+                    self.control.expire(mono)
+            if more:
+                timeout = 0.0
+            else:
+                timeout = min(1.0, next_housekeeping - mono)
+                if deadline is not None:
+                    timeout = max(0.0, min(timeout, deadline - self.clock()))
+
+    def _timers(self, now: float) -> float | None:
+        """Run due engine and ARP timers; the next deadline (engine clock) or None."""
+        router = self.router
+        dl = router.next_deadline()
+        if dl is not None and dl <= now:
+            try:
+                outs = router.on_timer(now)
+                if outs:
+                    self._send(outs, None, None, now)
+            except Exception:  # noqa: BLE001 -- a bug must not stop the router; counted and logged
+                self._internal_error("engine timer")
+            dl = router.next_deadline()
+        for link in self.links.values():
+            neigh = link.neigh
+            if neigh is None:
+                continue
+            nd = neigh.next_deadline()
+            if nd is not None and nd <= now:
+                for frame in neigh.on_timer(now):
+                    link.send(frame)
+                if neigh.failed:
+                    self._unreachable(link, now)
+                nd = neigh.next_deadline()
+            if nd is not None and (dl is None or nd < dl):
+                dl = nd
+        return dl
+
+    # ================================================================ receive
+
+    def _drain(self, link: Link) -> bool:
+        """Process the ready blocks of ``link``'s ring, up to the budget; True when more
+        blocks were ready (the budget ran out)."""
+        ring = link.ring
+        if ring is None:
+            return False
+        mm = ring.mm
+        bsize = ring.block_size
+        bnr = ring.block_nr
+        handle = self.router.handle
+        send = self._send
+        clock = self.clock
+        unpack = FRAME_HDR.unpack_from
+        vnet = VNET.unpack_from
+        complete = complete_partial
+        name = link.name
+        plain = link.mtu + 14
+        budget = self.options.budget
+        done = 0
+        while done < budget:
+            base = ring.block * bsize
+            if not mm[base + 8] & 1:  # TP_STATUS_USER (little-endian low byte)
+                return False
+            num, first = _NUM_FIRST.unpack_from(mm, base + 12)
+            now = clock()
+            off = base + first
+            nbytes = 0
+            for _ in range(num):
+                cur = off
+                nxt, snap, length, status, mac, net = unpack(mm, cur)
+                off = cur + nxt
+                nbytes += length
+                try:
+                    if mm[cur + mac + 13] == 0:  # ethertype 0x0800 (the filter passes IPv4 and ARP only)
+                        p = cur + net
+                        total = mm[p + 2] << 8 | mm[p + 3]
+                        end = cur + mac + snap
+                        pkt = mm[p:p + total] if 20 <= total and p + total <= end else mm[p:end]
+                        if status & TP_STATUS_CSUMNOTREADY or length > plain:
+                            # peer checksum offload: the L4 checksum field holds the pseudo-header
+                            # sum; the checksum is the inverted sum from csum_start to the end
+                            flags, gso, _hl, _gs, cstart, coff = vnet(mm, cur + mac - VNET_HDR_LEN)
+                            a = cstart - (net - mac)
+                            if (gso or length > snap or not flags & VNET_F_NEEDS_CSUM
+                                    or not 20 <= a < len(pkt) - coff - 1):
+                                self._rx_special(link, pkt, snap, length, status, mac, cur, now)
+                                continue
+                            pkt = complete(pkt, a, coff)
+                            link.csum_completed += 1
+                        outs = handle(name, pkt, now)
+                        if outs:
+                            send(outs, name, pkt, now)
+                    else:
+                        self._rx_arp(link, mm[cur + net:cur + mac + snap], now)
+                except Exception:  # noqa: BLE001 -- bad input never stops the router; counted and logged
+                    self._internal_error(f"frame on {name}")
+            _U32.pack_into(mm, base + 8, 0)  # TP_STATUS_KERNEL: the block goes back
+            ring.block = (ring.block + 1) % bnr
+            link.rx_packets += num
+            link.rx_bytes += nbytes
+            done += num
+        return mm[ring.block * bsize + 8] & 1 == 1
+
+    def _rx_special(self, link: Link, pkt: bytes, snap: int, length: int, status: int, mac: int, off: int,
+                    now: float) -> None:
+        """Frames a virtual link made that the inline path does not handle: super-frames,
+        truncated frames, partial checksums without offsets."""
+        if length > snap:
+            link.counters[LinkDrop.RX_TRUNCATED.value] += 1
+            return
+        assert link.ring is not None
+        vnet = parse_vnet(link.ring.mm, off + mac - VNET_HDR_LEN)
+        if vnet.gso_type != GSO_NONE:
+            segs = segment(pkt, vnet.gso_type, vnet.gso_size)
+            if segs is None:
+                link.counters[LinkDrop.SUPERFRAME.value] += 1
+                if not link.superframe_logged:
+                    link.superframe_logged = True
+                    log.warning("%s: dropping super-frames (gso type %d, %d bytes) from a peer with TSO/GSO: "
+                                "a physical wire never carries them; switch segmentation offload off on the "
+                                "peer (`ethtool -K <peer-interface> tso off gso off`). Counted as %s.",
+                                link.name, vnet.gso_type, length, LinkDrop.SUPERFRAME.value)
+                return
+            if not link.superframe_logged:
+                link.superframe_logged = True
+                log.info("%s: segmenting super-frames from a peer with TSO/GSO (%d bytes cut into %d); "
+                         "this costs CPU: switch segmentation offload off on the peer "
+                         "(`ethtool -K <peer-interface> tso off gso off`)", link.name, length, len(segs))
+            link.counters["rx_superframes_segmented"] += 1
+            link.counters["rx_segments_made"] += len(segs)
+            for s in segs:
+                outs = self.router.handle(link.name, s, now)
+                if outs:
+                    self._send(outs, link.name, s, now)
+            return
+        if status & TP_STATUS_CSUMNOTREADY:
+            fixed = complete_checksum(pkt)
+            if fixed is None:
+                link.counters[LinkDrop.RX_MALFORMED.value] += 1
+                return
+            link.csum_completed += 1
+            pkt = fixed
+        outs = self.router.handle(link.name, pkt, now)
+        if outs:
+            self._send(outs, link.name, pkt, now)
+
+    def _rx_arp(self, link: Link, payload: bytes, now: float) -> None:
+        arp = parse_arp(payload)
+        if arp is None or link.neigh is None:
+            link.counters["arp_ignored"] += 1
+            return
+        for frame in link.neigh.on_arp(arp, now):
+            link.send(frame)
+
+    # ================================================================ send
+
+    def _send(self, outs: list[Output], in_iface: str | None, in_pkt: bytes | None, now: float) -> None:
+        """Transmit the engine's outputs; unresolved next hops go through ARP."""
+        table = self._out
+        for o in outs:
+            entry = table.get(o.interface)
+            if entry is None:
+                self.counters["output_unknown_interface"] += 1
+                continue
+            link, fast, txsend = entry
+            hdr = fast.get(str(o.next_hop))  # exact str: no Python-level __eq__ in the lookup
+            if hdr is not None:
+                frame = hdr + o.packet
+                try:
+                    txsend(frame)
+                except OSError:
+                    link.counters["tx_error"] += 1
+                    continue
+                link.tx_packets += 1
+                link.tx_bytes += len(frame)
+                continue
+            neigh = link.neigh
+            assert neigh is not None
+            origin = (in_iface, in_pkt) if in_pkt is not None else None
+            for frame in neigh.output(o.next_hop, o.packet, origin, now):
+                link.send(frame)
+            if neigh.failed:
+                self._unreachable(link, now)
+
+    def _unreachable(self, link: Link, now: float) -> None:
+        """ICMP host unreachable (RFC 1812 §4.3.3.1) to the senders of packets whose next
+        hop on ``link`` did not answer ARP, quoting each packet as it was received."""
+        assert link.neigh is not None
+        failed, link.neigh.failed = link.neigh.failed, []
+        for _packet, origin in failed:
+            if origin is None:
+                continue
+            in_iface, orig = origin
+            if not icmp.error_allowed(orig) or not self._icmp_token(now):
+                continue
+            itf = self.router.config.interface(in_iface)
+            if itf is None or not itf.addresses:
+                continue
+            src = int(itf.addresses[0].ip)
+            sender = int.from_bytes(orig[12:16], "big")
+            hop = self.router.hop(sender)
+            if hop is None:
+                continue
+            err = icmp.build_error(src=src, orig=orig, icmp_type=icmp.DEST_UNREACH, code=icmp.HOST_UNREACH)
+            self.counters["icmp_host_unreachable_sent"] += 1
+            self._send([Output(hop[0], hop[1], err)], None, None, now)
+
+    def _icmp_token(self, now: float) -> bool:
+        elapsed = now - self._icmp_last
+        self._icmp_last = now
+        if elapsed > 0:
+            self._icmp_tokens = min(_ICMP_RATE, self._icmp_tokens + elapsed * _ICMP_RATE)
+        if self._icmp_tokens < 1:
+            return False
+        self._icmp_tokens -= 1
+        return True
+
+    def _internal_error(self, what: str) -> None:
+        self.counters[LinkDrop.INTERNAL_ERROR.value] += 1
+        mono = time.monotonic()
+        if mono - self._error_logged >= 10.0:
+            self._error_logged = mono
+            log.exception("internal error while processing a %s (dropped; counted as %s; further errors "
+                          "are logged at most every 10 s)", what, LinkDrop.INTERNAL_ERROR.value)
+
+    # ================================================================ configuration
+
+    def _update_addresses(self) -> None:
+        owned = self.router.owned_addresses()
+        for link in self.links.values():
+            itf = self.router.config.interface(link.name)
+            addrs: list[ipaddress.IPv4Interface] = list(itf.addresses) if itf is not None else []
+            if link.neigh is not None:
+                link.neigh.set_addresses(addrs, owned.get(link.name, set()))
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read the configuration; apply it keeping sessions, or keep the old one."""
+        path = self.options.config_path
+        log.info("SIGHUP: reloading %s", path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            new = parse_config(text, path)
+        except ConfigError as e:
+            for problem in e.errors:
+                log.error("%s", problem)
+            log.error("configuration NOT reloaded: %d error(s) in %s; the previous configuration keeps running",
+                      len(e.errors), path)
+            return False
+        except (OSError, UnicodeDecodeError) as e:
+            log.error("configuration NOT reloaded: cannot read %s (%s); the previous configuration keeps running",
+                      path, e)
+            return False
+        names = {i.name for i in new.interfaces}
+        if names != set(self.links):
+            log.error("configuration NOT reloaded: its interfaces (%s) differ from the running ones (%s); "
+                      "restart passnat to change interfaces", ", ".join(sorted(names)),
+                      ", ".join(sorted(self.links)))
+            return False
+        for itf in new.interfaces:
+            link = self.links[itf.name]
+            if link.mtu < itf.effective_mtu:
+                log.error("configuration NOT reloaded: interface %s mtu %d exceeds the MTU of %s (%d)",
+                          itf.name, itf.effective_mtu, link.linux, link.mtu)
+                return False
+        for w in new.warnings:
+            log.warning("%s", w)
+        before = {n: set(a) for n, a in self.router.owned_addresses().items()}
+        self.router.reconfigure(new)
+        self.config = new
+        self._update_addresses()
+        after = self.router.owned_addresses()
+        for link in self.links.values():
+            if link.neigh is None:
+                continue
+            for frame in link.neigh.announcements():
+                # announce only addresses that are new on this link
+                ip = str(ipaddress.IPv4Address(frame[28:32]))
+                added = ip not in before.get(link.name, set()) and ip in after.get(link.name, set())
+                if added and link.send(frame):
+                    self.counters["gratuitous_arp_sent"] += 1
+        log.info("configuration reloaded from %s: %d session(s) kept", path, len(self.router.table))
+        return True
+
+    # ================================================================ control
+
+    def dispatch(self, req: dict[str, Any]) -> Any:
+        op = req["op"]
+        now = self.clock()
+        if op == "ping":
+            return {"pid": _getpid(), "uptime": time.monotonic() - self.started}
+        if op == "status_nat":
+            return views.status_nat(self.router, now)
+        if op == "status_filter":
+            return views.status_filter(self.router, now)
+        if op == "counters":
+            return views.counters(self.router, self.links.values(), self.counters,
+                                  uptime=time.monotonic() - self.started)
+        if op == "config":
+            return views.config_text(self.router)
+        if op == "arp":
+            recs: list[dict[str, Any]] = []
+            for link in self.links.values():
+                if link.neigh is not None:
+                    recs.extend(link.neigh.records(now))
+            return views.arp(recs)
+        if op == "clear_nat":
+            result = views.clear_nat(self.router, req.get("id"))
+            log.info("clear nat session %s: %d session(s) removed",
+                     "all" if req.get("id") is None else req["id"], result["cleared"])
+            return result
+        raise ProtocolError(f"unknown operation {op}")
+
+
+def _ignore(_revents: int) -> None:
+    return None
+
+
+def _getpid() -> int:
+    import os
+
+    return os.getpid()

@@ -1,0 +1,268 @@
+"""The host setup a userspace router needs, checked at start, and a helper that makes it.
+
+passnat is the IPv4 router for the addresses in its configuration; the Linux
+kernel on the same interfaces must not also route or answer for them.  Two
+setups are supported (docs/daemon.md, "Host setup"):
+
+  A. *no kernel addresses*: the interface carries no IPv4 address.
+  B. *handoff*: the interface keeps kernel addresses, but an nftables base
+     chain on the ``input`` hook drops every packet with ``iifname`` the
+     interface and one on the ``output`` hook every packet with ``oifname``
+     the interface (as ``shared/lab/router-handoff.nft``; AF_PACKET sees
+     frames before those hooks and its sends bypass them), and
+     ``net.ipv4.conf.<if>.arp_ignore`` is 8 (the kernel answers no ARP there).
+
+In both, per interface: it exists, is an Ethernet interface, is up, its MTU is
+at least the configuration's, and ``net.ipv4.conf.<if>.forwarding`` is 0 (the
+kernel would otherwise forward frames sent to the shared MAC address alongside
+passnat; ``sysctl net.ipv4.ip_forward=1`` sets it on every interface).
+
+``check`` returns every problem at once (empty list: fine).  ``prepare`` makes
+setup B (link up, forwarding 0, arp_ignore 8, the nftables table
+``inet passnat_handoff``) and returns a ``HostUndo`` that puts every changed
+value back.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from passnat.io.afpacket import ARPHRD_ETHER, link_info
+
+log = logging.getLogger("passnat.io.hostsetup")
+
+HANDOFF_TABLE = "passnat_handoff"
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One configuration interface and the Linux interface it runs on."""
+
+    name: str  # configuration name (lan0)
+    linux: str  # Linux interface name (eth1)
+    mtu: int  # the configuration's effective MTU
+
+
+def sysctl_path(ifname: str, key: str) -> str:
+    return f"/proc/sys/net/ipv4/conf/{ifname}/{key}"
+
+
+def read_sysctl(ifname: str, key: str) -> int | None:
+    try:
+        with open(sysctl_path(ifname, key)) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def write_sysctl(ifname: str, key: str, value: int) -> None:
+    with open(sysctl_path(ifname, key), "w") as f:
+        f.write(f"{value}\n")
+
+
+def kernel_addresses(ifname: str) -> list[str]:
+    """The IPv4 addresses (``a.b.c.d/len``) the kernel has on ``ifname``."""
+    from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            return []
+        return [f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
+                for m in ipr.get_addr(family=socket.AF_INET, index=idx[0])]
+
+
+# ------------------------------------------------------------------ nftables
+
+
+def nft_ruleset() -> list[dict[str, Any]] | None:
+    """``nft -j list ruleset`` as a list of objects, or None when nft is unavailable."""
+    nft = shutil.which("nft")
+    if nft is None:
+        return None
+    try:
+        res = subprocess.run([nft, "-j", "list", "ruleset"], capture_output=True, text=True, timeout=10,
+                             check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return None
+    try:
+        objs: list[dict[str, Any]] = json.loads(res.stdout).get("nftables", [])
+    except ValueError:
+        return None
+    return objs
+
+
+def handoff_interfaces(ruleset: list[dict[str, Any]], hook: str) -> set[str]:
+    """Interfaces for which a base chain on ``hook`` (input/output, family ip or inet)
+    has an unconditional ``{i,o}ifname <name|set> [counter] drop`` rule."""
+    key = "iifname" if hook == "input" else "oifname"
+    chains = {(c["family"], c["table"], c["name"]) for o in ruleset if (c := o.get("chain"))
+              and c.get("hook") == hook and c.get("family") in ("ip", "inet")}
+    names: set[str] = set()
+    for o in ruleset:
+        r = o.get("rule")
+        if not r or (r.get("family"), r.get("table"), r.get("chain")) not in chains:
+            continue
+        exprs = [e for e in r.get("expr", []) if "counter" not in e]
+        if len(exprs) != 2 or "drop" not in exprs[1]:
+            continue
+        m = exprs[0].get("match")
+        if not m or m.get("op") not in ("==", "in") or m.get("left") != {"meta": {"key": key}}:
+            continue
+        right = m.get("right")
+        if isinstance(right, str):
+            names.add(right)
+        elif isinstance(right, dict) and isinstance(right.get("set"), list):
+            names.update(x for x in right["set"] if isinstance(x, str))
+    return names
+
+
+# ------------------------------------------------------------------ check
+
+
+def check(attachments: list[Attachment]) -> list[str]:
+    """Every problem with the host setup for ``attachments`` (empty: ready to run)."""
+    problems: list[str] = []
+    ruleset: list[dict[str, Any]] | None = None
+    ruleset_read = False
+    for a in attachments:
+        label = a.linux if a.linux == a.name else f"{a.linux} (configuration {a.name})"
+        try:
+            info = link_info(a.linux)
+        except OSError:
+            problems.append(f"interface {label} does not exist"
+                            + ("" if a.linux != a.name else
+                               f"; map it to a Linux interface with --interface {a.name}=<linux-name>"))
+            continue
+        if info.hwtype != ARPHRD_ETHER:
+            problems.append(f"interface {label} is not an Ethernet interface (type {info.hwtype})")
+            continue
+        if not info.up:
+            problems.append(f"interface {label} is down: `ip link set {a.linux} up` (or run with --prepare)")
+        if info.mtu < a.mtu:
+            problems.append(f"interface {label} has MTU {info.mtu}, smaller than the configuration's "
+                            f"{a.mtu}: raise it (`ip link set {a.linux} mtu {a.mtu}`) or lower "
+                            f"`interface {a.name} mtu`")
+        fwd = read_sysctl(a.linux, "forwarding")
+        if fwd != 0:
+            problems.append(f"net.ipv4.conf.{a.linux}.forwarding={fwd}: the kernel would forward packets "
+                            f"arriving on {a.linux} alongside passnat; set it to 0 "
+                            f"(`sysctl -w net.ipv4.conf.{a.linux}.forwarding=0`; note that "
+                            f"net.ipv4.ip_forward=1 sets it on every interface)")
+        addrs = kernel_addresses(a.linux)
+        if not addrs:
+            continue  # setup A
+        # setup B: the kernel keeps its addresses but must neither answer nor route for them
+        if not ruleset_read:
+            ruleset, ruleset_read = nft_ruleset(), True
+        missing = []
+        if ruleset is None:
+            missing.append("nft is not available to verify the handoff rules")
+        else:
+            for hook, key in (("input", "iifname"), ("output", "oifname")):
+                if a.linux not in handoff_interfaces(ruleset, hook):
+                    missing.append(f"no nftables `{hook}` hook rule `{key} \"{a.linux}\" drop`")
+        ign = read_sysctl(a.linux, "arp_ignore")
+        if ign != 8:
+            missing.append(f"net.ipv4.conf.{a.linux}.arp_ignore={ign} (must be 8)")
+        if missing:
+            problems.append(f"interface {label} has kernel IPv4 address(es) {', '.join(addrs)}: the kernel "
+                            f"would answer for them ({'; '.join(missing)}). Remove the addresses, or "
+                            f"install the handoff rules (see docs/daemon.md, or run with --prepare)")
+    return problems
+
+
+# ------------------------------------------------------------------ prepare
+
+
+@dataclass(slots=True)
+class HostUndo:
+    """What ``prepare`` changed, to put back with ``undo()`` (idempotent)."""
+
+    sysctls: list[tuple[str, str, int]] = field(default_factory=list)  # (ifname, key, old value)
+    links_brought_up: list[str] = field(default_factory=list)
+    table_created: bool = False
+
+    def undo(self) -> None:
+        if self.table_created:
+            nft = shutil.which("nft")
+            if nft is not None:
+                subprocess.run([nft, "delete", "table", "inet", HANDOFF_TABLE], capture_output=True,
+                               check=False)
+            self.table_created = False
+        for ifname, key, old in reversed(self.sysctls):
+            try:
+                write_sysctl(ifname, key, old)
+            except OSError as e:
+                log.warning("cannot restore net.ipv4.conf.%s.%s=%d: %s", ifname, key, old, e.strerror)
+        self.sysctls.clear()
+        for ifname in self.links_brought_up:
+            _set_link_up(ifname, False)
+        self.links_brought_up.clear()
+
+
+def _set_link_up(ifname: str, up: bool) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if idx:
+            ipr.link("set", index=idx[0], state="up" if up else "down")
+
+
+def handoff_ruleset(ifnames: list[str]) -> str:
+    """The nftables table of setup B for ``ifnames`` (``nft -f`` input)."""
+    names = ", ".join(json.dumps(n) for n in ifnames)
+    return (f"table inet {HANDOFF_TABLE} {{\n"
+            f"    chain in  {{ type filter hook input  priority -500; policy accept; "
+            f"iifname {{ {names} }} drop; }}\n"
+            f"    chain out {{ type filter hook output priority -500; policy accept; "
+            f"oifname {{ {names} }} drop; }}\n"
+            f"}}\n")
+
+
+def prepare(ifnames: list[str]) -> HostUndo:
+    """Make setup B on ``ifnames``: link up, forwarding 0, arp_ignore 8, and the
+    ``inet passnat_handoff`` table when any of them has kernel addresses.
+
+    Raises OSError / RuntimeError when a step fails (what was done is undone)."""
+    undo = HostUndo()
+    try:
+        for ifname in ifnames:
+            if not link_info(ifname).up:
+                _set_link_up(ifname, True)
+                undo.links_brought_up.append(ifname)
+                log.info("%s: link set up", ifname)
+            for key, want in (("forwarding", 0), ("arp_ignore", 8)):
+                old = read_sysctl(ifname, key)
+                if old is not None and old != want:
+                    write_sysctl(ifname, key, want)
+                    undo.sysctls.append((ifname, key, old))
+                    log.info("net.ipv4.conf.%s.%s: %d -> %d", ifname, key, old, want)
+        if any(kernel_addresses(i) for i in ifnames):
+            nft = shutil.which("nft")
+            if nft is None:
+                raise RuntimeError("nft not found: install nftables, or remove the kernel addresses")
+            subprocess.run([nft, "delete", "table", "inet", HANDOFF_TABLE], capture_output=True, check=False)
+            res = subprocess.run([nft, "-f", "-"], input=handoff_ruleset(ifnames), capture_output=True,
+                                 text=True, check=False)
+            if res.returncode != 0:
+                raise RuntimeError(f"nft -f failed: {res.stderr.strip()}")
+            undo.table_created = True
+            log.info("nftables table inet %s installed for %s", HANDOFF_TABLE, ", ".join(ifnames))
+    except BaseException:
+        undo.undo()
+        raise
+    return undo
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

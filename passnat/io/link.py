@@ -1,0 +1,99 @@
+"""One interface the daemon owns: its sockets, its ARP table and its counters.
+
+A ``Link`` ties a configuration interface (``name``, e.g. lan0) to a Linux
+interface (``linux``): the receive ring and send socket (afpacket), the ARP
+neighbour table, the receive-offload state to restore at stop, and the
+per-interface packet/byte counters ``show counters`` prints.
+
+Invariant: ``open()`` either leaves every resource open or none; ``close()``
+restores the offload settings it changed and may be called more than once.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from passnat.io import ethtool
+from passnat.io.afpacket import LinkInfo, RingGeometry, RxRing, TxSocket, link_info
+from passnat.io.neighbours import ArpTimers, NeighbourTable
+
+log = logging.getLogger("passnat.io.link")
+
+
+class Link:
+    def __init__(self, name: str, linux: str, *, geometry: RingGeometry = RingGeometry(),
+                 arp_timers: ArpTimers = ArpTimers()):
+        self.name = name
+        self.linux = linux
+        self.geometry = geometry
+        self.arp_timers = arp_timers
+        self.info: LinkInfo | None = None
+        self.ring: RxRing | None = None
+        self.tx: TxSocket | None = None
+        self.neigh: NeighbourTable | None = None
+        self.offloads: ethtool.OffloadState | None = None
+        self.mtu = 1500
+        self.rx_packets = 0
+        self.rx_bytes = 0
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self.csum_completed = 0
+        self.counters: Counter[str] = Counter()
+        self.superframe_logged = False
+
+    def open(self) -> None:
+        info = link_info(self.linux)
+        self.info = info
+        self.mtu = info.mtu
+        try:
+            self.offloads = ethtool.disable_receive_offloads(self.linux)
+            self.ring = RxRing(self.linux, self.geometry)
+            self.tx = TxSocket(self.linux)
+        except BaseException:
+            self.close()
+            raise
+        self.neigh = NeighbourTable(self.name, info.mac, self.arp_timers)
+        log.info("%s: attached to %s (mac %s, mtu %d, ring %d x %d KiB)", self.name, self.linux,
+                 ":".join(f"{b:02x}" for b in info.mac), info.mtu, self.geometry.block_nr,
+                 self.geometry.block_size // 1024)
+
+    def send(self, frame: bytes) -> bool:
+        """Send one frame; False (counted) when the kernel refuses it."""
+        assert self.tx is not None
+        try:
+            self.tx.send(frame)
+        except OSError:
+            self.counters["tx_error"] += 1
+            return False
+        self.tx_packets += 1
+        self.tx_bytes += len(frame)
+        return True
+
+    def ring_stats(self) -> tuple[int, int, int]:
+        if self.ring is None:
+            return 0, 0, 0
+        try:
+            return self.ring.ring_stats()
+        except OSError:
+            return self.ring.total_packets, self.ring.total_drops, self.ring.total_freezes
+
+    def stats(self) -> dict[str, Any]:
+        """Per-interface figures for ``show counters``."""
+        packets, drops, freezes = self.ring_stats()
+        return {"linux": self.linux, "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
+                "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes, "ring_packets": packets,
+                "ring_drops": drops, "ring_freezes": freezes,
+                "counters": dict(self.counters) | (dict(self.neigh.counters) if self.neigh else {})
+                | {"rx_checksum_completed": self.csum_completed}}
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        if self.tx is not None:
+            self.tx.close()
+            self.tx = None
+        if self.offloads is not None:
+            ethtool.restore(self.offloads)
+            self.offloads = None
