@@ -37,14 +37,22 @@ def _term(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def remove_files(lab: Lab) -> None:
+    """Delete a lab's run directory (its logs) once the lab is down."""
+    shutil.rmtree(lab.run_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     lab_preconditions()
     old = signal.signal(signal.SIGTERM, _term)
     lab = Lab(unique_prefix())
+    failed = request.session.testsfailed
     try:
         lab.up("passnat")
         yield lab
     finally:
         lab.down()
         signal.signal(signal.SIGTERM, old)
+        if request.session.testsfailed == failed:
+            remove_files(lab)  # kept when a test failed: the logs say why

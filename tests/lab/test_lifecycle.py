@@ -9,7 +9,7 @@ import pytest
 
 from passnat.lab.lab import Lab
 from passnat.lab.proc import list_namespaces, pid_alive
-from tests.lab.conftest import lab_preconditions, unique_prefix
+from tests.lab.conftest import lab_preconditions, remove_files, unique_prefix
 
 pytestmark = pytest.mark.lab
 
@@ -40,6 +40,7 @@ def test_second_lab_coexists_and_down_cleans_up_after_a_crash(lab: Lab) -> None:
         assert set(lab.topo.existing()) == set(lab.topo.namespaces), "down removed another lab"
     finally:
         other.down()
+        remove_files(other)
 
 
 def test_cli_up_exec_status_down() -> None:
@@ -59,6 +60,7 @@ def test_cli_up_exec_status_down() -> None:
         assert daemon and "python" in daemon[0], st.stdout  # passnat run outlived `lab up`
     finally:
         down = passnat("lab", "down", "--prefix", prefix)
+        remove_files(Lab(prefix))
     assert down.returncode == 0, down.stdout + down.stderr
     assert not [n for n in list_namespaces() if n.startswith(prefix)]
     st = passnat("lab", "status", "--prefix", prefix)
