@@ -213,3 +213,17 @@ def test_truncated_esp_is_dropped_with_reason() -> None:
     assert r.handle("lan0", bad, 0.0) == []
     assert counters(r)["bad_l4_header"] == 1
     assert struct  # keep import used
+
+
+def test_esp_server_behind_snapt_pairs_without_a_slot() -> None:
+    """An inside ESP server hears its client first: its SPIs pair at once, listed as paired."""
+    r = router(extra="nat snapt add protocol esp forward 192.168.0.20 interface lan1\n")
+    client = "203.0.113.20"
+    assert one(r.handle("lan1", _esp(client, WAN, 0x4001, 1, b"c"), 0.0)).dst == "192.168.0.20"
+    [rec] = [s for s in r.sessions(0.0) if s["protocol"] == "esp"]
+    assert rec["type"] == "snapt" and rec["esp"]["state"] == "waiting for outbound SPI"
+    assert one(r.handle("lan0", _esp("192.168.0.20", client, 0x4002, 1, b"s"), 0.01)).src == WAN
+    [rec] = [s for s in r.sessions(0.02) if s["protocol"] == "esp"]
+    assert rec["esp"]["state"] == "paired" and rec["esp"]["pairs"] == [["0x00004002", "0x00004001"]]
+    # an inside client to another server is not held behind it
+    one(r.handle("lan0", _esp(PC[0], SERVER, 0x11, 1, b"a"), 0.03))

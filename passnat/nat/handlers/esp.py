@@ -98,7 +98,8 @@ class EspGroup:
 
 def _info(s: Session) -> dict[str, Any]:
     if s.info is None:
-        s.info = {"out_spis": [], "in_spis": [], "unpaired": [], "pairs": []}
+        s.info = {"out_spis": [], "in_spis": [], "unpaired": [], "unpaired_in": [], "pairs": []}
+    s.info.setdefault("unpaired_in", [])
     return s.info
 
 
@@ -147,20 +148,37 @@ class EspHandler(AddressOnlyHandler):
     def _slot_open(self, g: EspGroup, now: float) -> bool:
         return g.slot is not None and g.slot.alive and now - g.slot_since < self.window
 
-    def _learn_out(self, g: EspGroup, s: Session, spi: int, now: float) -> None:
+    def _learn_out(self, g: EspGroup, s: Session, spi: int, now: float) -> bool:
+        """Learn an outbound SPI of ``s``; True when it still waits for its inbound partner.
+
+        An inside *server* (SNAPT) hears from its client first: its inbound
+        SPI is already known, and the new outbound SPI pairs with it at once.
+        """
         info = _info(s)
         g.out_spi[spi] = s
         info["out_spis"].append(spi)
+        if info["unpaired_in"]:
+            info["pairs"].append([spi, info["unpaired_in"].pop(0)])
+            return False
         info["unpaired"].append([spi, now])
+        return True
+
+    @staticmethod
+    def _record_in(s: Session, spi: int) -> None:
+        """Note inbound ``spi`` of ``s``, pairing it with its oldest unpaired outbound SPI."""
+        info = _info(s)
+        info["in_spis"].append(spi)
+        if info["unpaired"]:
+            out_spi, _ = info["unpaired"].pop(0)
+            info["pairs"].append([out_spi, spi])
+        else:
+            info["unpaired_in"].append(spi)
 
     def _bind_in(self, g: EspGroup, s: Session, spi: int, now: float) -> list[Output]:
         """Bind inbound ``spi`` to ``s``; returns packets this releases."""
         info = _info(s)
         g.in_spi[spi] = s
-        info["in_spis"].append(spi)
-        if info["unpaired"]:
-            out_spi, _ = info["unpaired"].pop(0)
-            info["pairs"].append([out_spi, spi])
+        self._record_in(s, spi)
         self.router.count("esp_spi_learned")
         released: list[Output] = []
         if g.held_in:
@@ -225,8 +243,8 @@ class EspHandler(AddressOnlyHandler):
             self.router.wake(pkt.now + self.window)
             self._update_active(g)
             return HELD
-        self._learn_out(g, s, spi, pkt.now)
-        if self.mode is EspMode.SPI and g.slot is not s:
+        waiting = self._learn_out(g, s, spi, pkt.now)
+        if self.mode is EspMode.SPI and waiting and g.slot is not s:
             g.slot, g.slot_since = s, pkt.now
             self._update_active(g)
             self.router.wake(pkt.now + self.window)
@@ -245,7 +263,7 @@ class EspHandler(AddressOnlyHandler):
             if isinstance(verdict, Fwd) and verdict.session is not None and ss is not None and g is not None:
                 if ss[0] not in g.in_spi:
                     g.in_spi[ss[0]] = verdict.session
-                    _info(verdict.session)["in_spis"].append(ss[0])
+                    self._record_in(verdict.session, ss[0])
             return verdict
         if g is None or ss is None:
             return None
@@ -303,7 +321,7 @@ class EspHandler(AddressOnlyHandler):
         if isinstance(verdict, Fwd) and verdict.session is not None and ss is not None:
             g = self.group(pkt.iface, pkt.ip.src)
             g.in_spi[ss[0]] = verdict.session
-            _info(verdict.session)["in_spis"].append(ss[0])
+            self._record_in(verdict.session, ss[0])
         return verdict
 
     # ------------------------------------------------------------- IKE
@@ -401,6 +419,8 @@ class EspHandler(AddressOnlyHandler):
             state = "owner" if owner is s else "shadowed (inbound goes to the first host)"
         elif info.get("unpaired"):
             state = "pairing" if g is not None and g.slot is s else "waiting for inbound SPI"
+        elif info.get("unpaired_in"):
+            state = "waiting for outbound SPI"
         else:
             state = "paired"
         return {"esp": {"mode": self.mode.value, "state": state,
