@@ -33,6 +33,10 @@ demo: deps venv
 bench: venv
 	$(PY) bench/engine_bench.py
 
+# passnat vs the kernel's NAT in a namespace lab (root): TCP, 64-byte UDP, overload
+bench-lab: deps venv
+	$(PY) bench/lab_bench.py
+
 lint: venv
 	$(PY) -m pip install -q mypy ruff
 	$(VENV)/bin/mypy

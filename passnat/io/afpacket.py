@@ -15,7 +15,8 @@ before any Python work is spent on it.
 Send: a second ``SOCK_RAW`` socket bound to the interface with protocol 0 (it
 receives nothing), non-blocking, one ``send()`` per frame (on veth a TX ring
 gained little: the kernel's per-frame transmit work dominates; see
-docs/daemon.md).
+docs/daemon.md).  It also has ``PACKET_VNET_HDR``: every frame sent starts with
+a ``virtio_net_hdr`` (offload.VNET_NONE, or a checksum request).
 
 Invariants: a block is returned to the kernel (status ``TP_STATUS_KERNEL``)
 only after every frame in it was copied out; ring geometry is fixed at open.
@@ -168,12 +169,14 @@ class RxRing:
 
 
 class TxSocket:
-    """Non-blocking send socket on one interface (receives nothing: protocol 0)."""
+    """Non-blocking send socket on one interface (receives nothing: protocol 0); every
+    frame starts with a 10-byte ``virtio_net_hdr``."""
 
     def __init__(self, ifname: str, sndbuf: int = 4 << 20):
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             self.sock.bind((ifname, 0))
             self.sock.setblocking(False)
         except BaseException:

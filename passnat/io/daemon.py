@@ -59,6 +59,7 @@ from passnat.io.offload import (
     complete_partial,
     parse_vnet,
     segment,
+    to_partial,
 )
 from passnat.io.reactor import POLLIN, Reactor
 from passnat.nat.actions import Output
@@ -96,6 +97,7 @@ class Daemon:
                                        for a in options.attachments}
         self._out: dict[str, tuple[Link, dict[str, bytes], Callable[[bytes], int]]] = {}
         self.counters: Counter[str] = Counter()
+        self.partial_max = self._partial_max(config)
         self.control: ControlServer | None = None
         self.stopping = False
         self.reload_requested = False
@@ -269,6 +271,8 @@ class Daemon:
         unpack = FRAME_HDR.unpack_from
         vnet = VNET.unpack_from
         complete = complete_partial
+        partial_max = self.partial_max
+        syn = _is_syn
         name = link.name
         plain = link.mtu + 14
         budget = self.options.budget
@@ -301,8 +305,15 @@ class Daemon:
                                     or not 20 <= a < len(pkt) - coff - 1):
                                 self._rx_special(link, pkt, snap, length, status, mac, cur, now)
                                 continue
+                            link.csum_partial += 1
+                            n = len(pkt)
+                            if n <= partial_max and (n <= partial_max - 4 or not syn(pkt)):
+                                # the engine cannot fragment it: the kernel finishes the checksum
+                                outs = handle(name, pkt, now)
+                                if outs:
+                                    send(outs, name, pkt, now, True)
+                                continue
                             pkt = complete(pkt, a, coff)
-                            link.csum_completed += 1
                         outs = handle(name, pkt, now)
                         if outs:
                             send(outs, name, pkt, now)
@@ -327,7 +338,7 @@ class Daemon:
         assert link.ring is not None
         vnet = parse_vnet(link.ring.mm, off + mac - VNET_HDR_LEN)
         if vnet.gso_type != GSO_NONE:
-            segs = segment(pkt, vnet.gso_type, vnet.gso_size)
+            segs = segment(pkt, vnet.gso_type, vnet.gso_size, partial=True)
             if segs is None:
                 link.counters[LinkDrop.SUPERFRAME.value] += 1
                 if not link.superframe_logged:
@@ -344,21 +355,34 @@ class Daemon:
                          "(`ethtool -K <peer-interface> tso off gso off`)", link.name, length, len(segs))
             link.counters["rx_superframes_segmented"] += 1
             link.counters["rx_segments_made"] += len(segs)
-            for s in segs:
-                outs = self.router.handle(link.name, s, now)
-                if outs:
-                    self._send(outs, link.name, s, now)
+            for seg in segs:
+                self._rx_partial(link, seg, now)
             return
         if status & TP_STATUS_CSUMNOTREADY:
             fixed = complete_checksum(pkt)
             if fixed is None:
                 link.counters[LinkDrop.RX_MALFORMED.value] += 1
                 return
-            link.csum_completed += 1
+            link.csum_partial += 1
             pkt = fixed
         outs = self.router.handle(link.name, pkt, now)
         if outs:
             self._send(outs, link.name, pkt, now)
+
+    def _rx_partial(self, link: Link, pkt: bytes, now: float) -> None:
+        """A packet whose L4 field holds its pseudo-header sum: through the engine, and out
+        with a checksum request (or finished here when the engine might fragment it)."""
+        n = len(pkt)
+        if n > self.partial_max or (n > self.partial_max - 4 and _is_syn(pkt)):
+            fixed = complete_checksum(pkt)
+            if fixed is not None:
+                outs = self.router.handle(link.name, fixed, now)
+                if outs:
+                    self._send(outs, link.name, fixed, now)
+            return
+        outs = self.router.handle(link.name, pkt, now)
+        if outs:
+            self._send(outs, link.name, pkt, now, True)
 
     def _rx_arp(self, link: Link, payload: bytes, now: float) -> None:
         arp = parse_arp(payload)
@@ -370,8 +394,14 @@ class Daemon:
 
     # ================================================================ send
 
-    def _send(self, outs: list[Output], in_iface: str | None, in_pkt: bytes | None, now: float) -> None:
-        """Transmit the engine's outputs; unresolved next hops go through ARP."""
+    def _send(self, outs: list[Output], in_iface: str | None, in_pkt: bytes | None, now: float,
+              partial: bool = False) -> None:
+        """Transmit the engine's outputs; unresolved next hops go through ARP.
+
+        ``partial``: the input packet carried a partial checksum (peer checksum
+        offload), so the engine's incremental update left the L4 field meaningless:
+        TCP/UDP outputs go out with the field set to their pseudo-header sum and a
+        checksum request for the kernel (offload.to_partial)."""
         table = self._out
         for o in outs:
             entry = table.get(o.interface)
@@ -380,20 +410,26 @@ class Daemon:
                 continue
             link, fast, txsend = entry
             hdr = fast.get(str(o.next_hop))  # exact str: no Python-level __eq__ in the lookup
+            packet = o.packet
             if hdr is not None:
-                frame = hdr + o.packet
+                if partial and (tp := to_partial(packet)) is not None:
+                    frame = tp[0] + hdr[VNET_HDR_LEN:] + tp[1]
+                else:
+                    frame = hdr + packet
                 try:
                     txsend(frame)
                 except OSError:
                     link.counters["tx_error"] += 1
                     continue
                 link.tx_packets += 1
-                link.tx_bytes += len(frame)
+                link.tx_bytes += len(frame) - VNET_HDR_LEN
                 continue
+            if partial and (tp := to_partial(packet)) is not None:
+                packet = complete_checksum(tp[1]) or packet  # it waits for ARP: finish it here
             neigh = link.neigh
             assert neigh is not None
             origin = (in_iface, in_pkt) if in_pkt is not None else None
-            for frame in neigh.output(o.next_hop, o.packet, origin, now):
+            for frame in neigh.output(o.next_hop, packet, origin, now):
                 link.send(frame)
             if neigh.failed:
                 self._unreachable(link, now)
@@ -441,6 +477,13 @@ class Daemon:
 
     # ================================================================ configuration
 
+    @staticmethod
+    def _partial_max(config: Config) -> int:
+        """The largest packet the engine never fragments (the smallest MTU; a SYN must stay 4
+        bytes below it, room for an MSS option the engine may add): up to this size a partial
+        checksum is left to the kernel."""
+        return min((i.effective_mtu for i in config.interfaces), default=576)
+
     def _update_addresses(self) -> None:
         owned = self.router.owned_addresses()
         for link in self.links.values():
@@ -484,16 +527,15 @@ class Daemon:
         before = {n: set(a) for n, a in self.router.owned_addresses().items()}
         self.router.reconfigure(new)
         self.config = new
+        self.partial_max = self._partial_max(new)
         self._update_addresses()
         after = self.router.owned_addresses()
         for link in self.links.values():
             if link.neigh is None:
                 continue
-            for frame in link.neigh.announcements():
-                # announce only addresses that are new on this link
-                ip = str(ipaddress.IPv4Address(frame[28:32]))
-                added = ip not in before.get(link.name, set()) and ip in after.get(link.name, set())
-                if added and link.send(frame):
+            added = set(after.get(link.name, set())) - before.get(link.name, set())
+            for frame in link.neigh.announcements(added):
+                if link.send(frame):
                     self.counters["gratuitous_arp_sent"] += 1
         log.info("configuration reloaded from %s: %d session(s) kept", path, len(self.router.table))
         return True
@@ -526,6 +568,11 @@ class Daemon:
                      "all" if req.get("id") is None else req["id"], result["cleared"])
             return result
         raise ProtocolError(f"unknown operation {op}")
+
+
+def _is_syn(pkt: bytes) -> bool:
+    """A TCP segment with SYN set (the engine may add an MSS option to it)."""
+    return pkt[9] == 6 and len(pkt) > (ihl := (pkt[0] & 15) << 2) + 13 and bool(pkt[ihl + 13] & 2)
 
 
 def _ignore(_revents: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from passnat.io import ethtool
 from passnat.io.afpacket import LinkInfo, RingGeometry, RxRing, TxSocket, link_info
 from passnat.io.neighbours import ArpTimers, NeighbourTable
+from passnat.io.offload import VNET_NONE
 
 log = logging.getLogger("passnat.io.link")
 
@@ -38,7 +39,7 @@ class Link:
         self.rx_bytes = 0
         self.tx_packets = 0
         self.tx_bytes = 0
-        self.csum_completed = 0
+        self.csum_partial = 0
         self.counters: Counter[str] = Counter()
         self.superframe_logged = False
 
@@ -53,13 +54,14 @@ class Link:
         except BaseException:
             self.close()
             raise
-        self.neigh = NeighbourTable(self.name, info.mac, self.arp_timers)
+        self.neigh = NeighbourTable(self.name, info.mac, self.arp_timers, prefix=VNET_NONE)
         log.info("%s: attached to %s (mac %s, mtu %d, ring %d x %d KiB)", self.name, self.linux,
                  ":".join(f"{b:02x}" for b in info.mac), info.mtu, self.geometry.block_nr,
                  self.geometry.block_size // 1024)
 
     def send(self, frame: bytes) -> bool:
-        """Send one frame; False (counted) when the kernel refuses it."""
+        """Send one frame (it starts with a virtio_net_hdr); False (counted) when the kernel
+        refuses it."""
         assert self.tx is not None
         try:
             self.tx.send(frame)
@@ -67,7 +69,7 @@ class Link:
             self.counters["tx_error"] += 1
             return False
         self.tx_packets += 1
-        self.tx_bytes += len(frame)
+        self.tx_bytes += len(frame) - len(VNET_NONE)
         return True
 
     def ring_stats(self) -> tuple[int, int, int]:
@@ -85,7 +87,7 @@ class Link:
                 "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes, "ring_packets": packets,
                 "ring_drops": drops, "ring_freezes": freezes,
                 "counters": dict(self.counters) | (dict(self.neigh.counters) if self.neigh else {})
-                | {"rx_checksum_completed": self.csum_completed}}
+                | {"rx_checksum_partial": self.csum_partial}}
 
     def close(self) -> None:
         if self.ring is not None:

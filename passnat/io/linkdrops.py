@@ -39,7 +39,8 @@ EXPLAIN: dict[LinkDrop, str] = {
 
 #: event counters of the link layer (not drops), with their meaning
 EVENTS: dict[str, str] = {
-    "rx_checksum_completed": "packets with a partial checksum (peer checksum offload) completed",
+    "rx_checksum_partial": "packets with a partial checksum (peer checksum offload): finished by the kernel "
+                           "on send (or by passnat when the packet might be fragmented)",
     "rx_superframes_segmented": "super-frames from a peer with TSO/GSO cut into wire-sized packets",
     "rx_segments_made": "packets made by segmenting super-frames",
     "arp_requests_sent": "ARP requests sent (resolution and re-confirmation)",

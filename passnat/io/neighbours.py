@@ -20,9 +20,11 @@ States (Linux-like, simplified):
   ``permanent``   broadcast addresses (never expire).
 
 Invariants:
-  * ``fast`` maps next-hop text to the ready 14-byte Ethernet header exactly for
-    the entries in states reachable, probe and permanent (the daemon's per-packet
-    lookup is one dict get).
+  * ``fast`` maps next-hop text to the ready frame prefix (``prefix`` + the
+    14-byte Ethernet header) exactly for the entries in states reachable, probe
+    and permanent (the daemon's per-packet lookup is one dict get).  Every
+    frame the table returns starts with ``prefix`` too (the daemon's send
+    socket wants a ``virtio_net_hdr`` in front of each frame).
   * At most ``queue_per_neighbour`` packets wait per neighbour (the oldest is
     dropped, RFC 1122 §2.3.2.2 "SHOULD save at least one") and at most
     ``queue_total`` on the interface; every dropped packet is counted.
@@ -88,9 +90,10 @@ class ArpTimers:
 class NeighbourTable:
     """ARP state of one interface (``name``) whose MAC address is ``mac``."""
 
-    def __init__(self, name: str, mac: bytes, timers: ArpTimers = ArpTimers()):
+    def __init__(self, name: str, mac: bytes, timers: ArpTimers = ArpTimers(), prefix: bytes = b""):
         self.name = name
         self.mac = mac
+        self.prefix = prefix
         self.timers = timers
         self.entries: dict[int, Neighbour] = {}
         self.fast: dict[str, bytes] = {}
@@ -118,7 +121,7 @@ class NeighbourTable:
         for ip in bcast:
             e = Neighbour(ip, str(ipaddress.IPv4Address(ip)), PERMANENT, BROADCAST)
             self.entries[ip] = e
-            self.fast[e.text] = eth_header(BROADCAST, self.mac, ETH_P_IP)
+            self.fast[e.text] = self.prefix + eth_header(BROADCAST, self.mac, ETH_P_IP)
 
     def source_for(self, target: int) -> int:
         """The router's address to put in a request for ``target`` (same subnet first)."""
@@ -127,15 +130,18 @@ class NeighbourTable:
                 return addr
         return self._nets[0][0] if self._nets else 0
 
-    def announcements(self) -> list[bytes]:
-        """Gratuitous ARP for every owned address (sent at start and after a reload)."""
-        return [gratuitous_arp(self.mac, ip) for ip in sorted(self.owned)]
+    def announcements(self, only: set[str] | None = None) -> list[bytes]:
+        """Gratuitous ARP for every owned address (at start), or for those in ``only``
+        (addresses new after a reload)."""
+        return [self.prefix + gratuitous_arp(self.mac, ip) for ip in sorted(self.owned)
+                if only is None or _text(ip) in only]
 
     # ------------------------------------------------------------ sending
 
     def output(self, next_hop: str, packet: bytes, origin: Any, now: float) -> list[bytes]:
         """Frames to send now for ``packet`` towards ``next_hop`` (a cache miss path:
         call it only when ``fast`` has no header for ``next_hop``)."""
+        next_hop = str(next_hop)  # an exact str key (the engine's may be a subclass with its own __eq__)
         hdr = self.fast.get(next_hop)
         if hdr is not None:
             return [hdr + packet]
@@ -161,7 +167,7 @@ class NeighbourTable:
         assert e.mac is not None
         e.state = PROBE
         e.probes = 0
-        hdr = eth_header(e.mac, self.mac, ETH_P_IP)
+        hdr = self.prefix + eth_header(e.mac, self.mac, ETH_P_IP)
         self.fast[e.text] = hdr
         return [hdr + packet, self._request(e, now, broadcast=False)]
 
@@ -181,8 +187,8 @@ class NeighbourTable:
         self._set_deadline(e, now + self.timers.interval)
         self.counters["arp_requests_sent"] += 1
         dst = BROADCAST if broadcast or e.mac is None else e.mac
-        return build_arp_frame(op=ARP_REQUEST, src_mac=self.mac, sender_ip=self.source_for(e.ip),
-                               target_mac=ZERO_MAC, target_ip=e.ip, dst_mac=dst)
+        return self.prefix + build_arp_frame(op=ARP_REQUEST, src_mac=self.mac, sender_ip=self.source_for(e.ip),
+                                             target_mac=ZERO_MAC, target_ip=e.ip, dst_mac=dst)
 
     # ------------------------------------------------------------ receiving
 
@@ -209,8 +215,8 @@ class NeighbourTable:
             out.extend(self._confirm(e, sha, now))
         if arp.op == ARP_REQUEST and for_us:
             self.counters["arp_replies_sent"] += 1
-            out.append(build_arp_frame(op=ARP_REPLY, src_mac=self.mac, sender_ip=arp.target_ip,
-                                       target_mac=sha, target_ip=spa))
+            out.append(self.prefix + build_arp_frame(op=ARP_REPLY, src_mac=self.mac, sender_ip=arp.target_ip,
+                                                     target_mac=sha, target_ip=spa))
         return out
 
     def _confirm(self, e: Neighbour, mac: bytes, now: float) -> list[bytes]:
@@ -220,7 +226,7 @@ class NeighbourTable:
         e.state = REACHABLE
         e.confirmed = now
         e.probes = 0
-        hdr = eth_header(mac, self.mac, ETH_P_IP)
+        hdr = self.prefix + eth_header(mac, self.mac, ETH_P_IP)
         self.fast[e.text] = hdr
         self._set_deadline(e, now + self.timers.reachable_time)
         released = [hdr + p for p, _origin in e.queue]

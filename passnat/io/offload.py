@@ -17,6 +17,12 @@ forwards what it gets, so the daemon first
 The segment size comes from the ``virtio_net_hdr`` the kernel writes in front
 of each frame (``PACKET_VNET_HDR``), parsed by ``parse_vnet``.
 
+The other way round, ``to_partial`` hands a checksum back to the kernel: it
+sets the L4 field of an outgoing TCP/UDP packet to its pseudo-header sum and
+returns the ``virtio_net_hdr`` that asks the kernel (or the NIC) to compute
+the rest, exactly what the sender asked of us.  The daemon uses it for packets
+that arrived with a partial checksum, so Python never sums their payload.
+
 Invariants: inputs are IPv4 packets (no link header); nothing here raises on
 malformed input, it returns None and the caller counts a drop.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from typing import Callable
 from dataclasses import dataclass
 
 from passnat.packet.checksum import checksum, pseudo_sum
@@ -38,8 +45,18 @@ GSO_UDP_L4 = 5  # USO: UDP segmentation (UDP_SEGMENT)
 GSO_ECN = 0x80
 
 VNET = struct.Struct("<BBHHHH")  # host order (little-endian hosts; vio_le)
+
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
+_II = struct.Struct("!II")
+_4H = struct.Struct("!4H")
+
+#: the virtio_net_hdr of a frame that needs nothing from the kernel
+VNET_NONE = bytes(VNET_HDR_LEN)
+#: (IPv4 header length + protocol) -> virtio_net_hdr asking for the L4 checksum (6 and 17
+#: differ by 11, header lengths by multiples of 4: the sums never collide)
+_VNET_PARTIAL = {ihl + proto: VNET.pack(VNET_F_NEEDS_CSUM, GSO_NONE, 0, 0, 14 + ihl, 16 if proto == 6 else 6)
+                 for ihl in range(20, 64, 4) for proto in (6, 17)}
 
 _TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
 
@@ -72,6 +89,30 @@ def complete_partial(pkt: bytes, start: int, offset: int) -> bytes:
         c = 0xFFFF  # RFC 768: a computed zero is sent as all ones
     at = start + offset
     return pkt[:at] + c.to_bytes(2, "big") + pkt[at + 2:]
+
+
+def to_partial(pkt: bytes) -> tuple[bytes, bytes] | None:
+    """(virtio_net_hdr, packet with its L4 checksum field = the pseudo-header sum) for an
+    unfragmented TCP/UDP packet, the kernel to finish the checksum; None otherwise.
+
+    Hot path: once per forwarded packet from a peer with checksum offload."""
+    if pkt[6] & 0x3F or pkt[7]:
+        return None
+    proto = pkt[9]
+    if proto == 6:
+        co = 16
+    elif proto == 17:
+        co = 6
+    else:
+        return None
+    ihl = (pkt[0] & 15) << 2
+    co += ihl
+    if co + 2 > len(pkt):
+        return None
+    s = sum(_4H.unpack_from(pkt, 12)) + proto + len(pkt) - ihl
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return _VNET_PARTIAL[ihl + proto], pkt[:co] + _H.pack(s) + pkt[co + 2:]
 
 
 def _l4_bounds(pkt: bytes | bytearray) -> tuple[int, int, int] | None:
@@ -120,21 +161,30 @@ def _set_ip_checksum(buf: bytearray, ihl: int) -> None:
     _H.pack_into(buf, 10, checksum(buf, 0, ihl))
 
 
-def segment(pkt: bytes, gso_type: int, gso_size: int) -> list[bytes] | None:
+def _set_pseudo(buf: bytearray, ihl: int, total: int, proto: int) -> None:
+    """Leave the L4 checksum partial: the field holds the pseudo-header sum (CHECKSUM_PARTIAL)."""
+    src, dst = _II.unpack_from(buf, 12)
+    _H.pack_into(buf, ihl + (16 if proto == 6 else 6), pseudo_sum(src, dst, proto, total - ihl))
+
+
+def segment(pkt: bytes, gso_type: int, gso_size: int, *, partial: bool = False) -> list[bytes] | None:
     """Cut a TCP (``GSO_TCPV4``) or UDP (``GSO_UDP_L4``) super-frame into packets of
-    ``gso_size`` payload bytes each; None when it cannot be segmented."""
+    ``gso_size`` payload bytes each; None when it cannot be segmented.  ``partial``:
+    leave each L4 checksum partial (for ``to_partial`` on send) instead of computing it."""
     b = _l4_bounds(pkt)
     if b is None or gso_size <= 0:
         return None
     ihl, total, proto = b
+    l4sum = _set_pseudo if partial else _set_l4_checksum
     if gso_type == GSO_TCPV4 and proto == 6:
-        return _segment_tcp(pkt, ihl, total, gso_size)
+        return _segment_tcp(pkt, ihl, total, gso_size, l4sum)
     if gso_type == GSO_UDP_L4 and proto == 17:
-        return _segment_udp(pkt, ihl, total, gso_size)
+        return _segment_udp(pkt, ihl, total, gso_size, l4sum)
     return None
 
 
-def _segment_tcp(pkt: bytes, ihl: int, total: int, mss: int) -> list[bytes] | None:
+def _segment_tcp(pkt: bytes, ihl: int, total: int, mss: int,
+                 l4sum: Callable[[bytearray, int, int, int], None]) -> list[bytes] | None:
     doff = (pkt[ihl + 12] >> 4) * 4
     hl = ihl + doff
     if doff < 20 or hl > total:
@@ -160,12 +210,13 @@ def _segment_tcp(pkt: bytes, ihl: int, total: int, mss: int) -> list[bytes] | No
             f &= ~(_TCP_FIN | _TCP_PSH)
         buf[ihl + 13] = f
         _set_ip_checksum(buf, ihl)
-        _set_l4_checksum(buf, ihl, len(buf), 6)
+        l4sum(buf, ihl, len(buf), 6)
         out.append(bytes(buf))
     return out
 
 
-def _segment_udp(pkt: bytes, ihl: int, total: int, size: int) -> list[bytes] | None:
+def _segment_udp(pkt: bytes, ihl: int, total: int, size: int,
+                 l4sum: Callable[[bytearray, int, int, int], None]) -> list[bytes] | None:
     hl = ihl + 8
     header = pkt[:hl]
     ident0 = _H.unpack_from(pkt, 4)[0]
@@ -180,6 +231,6 @@ def _segment_udp(pkt: bytes, ihl: int, total: int, size: int) -> list[bytes] | N
         _H.pack_into(buf, ihl + 4, 8 + len(chunk))
         _set_ip_checksum(buf, ihl)
         if had_checksum:
-            _set_l4_checksum(buf, ihl, len(buf), 17)
+            l4sum(buf, ihl, len(buf), 17)
         out.append(bytes(buf))
     return out or None

@@ -15,6 +15,7 @@ from passnat.io.offload import (
     complete_partial,
     parse_vnet,
     segment,
+    to_partial,
 )
 from passnat.packet.checksum import fold, ones_sum, pseudo_sum
 
@@ -112,3 +113,24 @@ def test_vnet_header_parse() -> None:
     raw_hdr = struct.pack("<BBHHHH", VNET_F_NEEDS_CSUM, GSO_TCPV4 | 0x80, 66, 1448, 34, 16)
     v = parse_vnet(b"xx" + raw_hdr, 2)
     assert (v.flags, v.gso_type, v.gso_size, v.csum_start, v.csum_offset) == (1, GSO_TCPV4, 1448, 34, 16)
+
+
+@pytest.mark.parametrize("pkt", [TCP_PKT, UDP_PKT, raw(IP(src="10.1.2.3", dst="10.3.2.1", options=[b"\x01\x01\x01\x00"])
+                                                       / UDP(sport=1, dport=2) / b"opts")], ids=["tcp", "udp", "ihl24"])
+def test_to_partial_lets_the_kernel_finish(pkt: bytes) -> None:
+    res = to_partial(pkt)
+    assert res is not None
+    vnet, part = res
+    v = parse_vnet(vnet, 0)
+    assert v.flags == VNET_F_NEEDS_CSUM and v.gso_type == 0
+    ihl = (pkt[0] & 15) * 4
+    assert v.csum_start == 14 + ihl  # from the Ethernet header
+    assert part == partial(pkt)  # the field is the pseudo-header sum, as a sending Linux leaves it
+    assert complete_partial(part, v.csum_start - 14, v.csum_offset) == pkt  # what the NIC computes
+
+
+def test_to_partial_refuses_fragments_and_other_protocols() -> None:
+    frag = raw(IP(src="10.0.0.1", dst="10.0.0.2", flags="MF") / UDP() / b"x")
+    assert to_partial(frag) is None
+    assert to_partial(raw(IP(src="10.0.0.1", dst="10.0.0.2", proto=47) / b"gre!")) is None
+    assert to_partial(raw(IP(src="10.0.0.1", dst="10.0.0.2", proto=6) / b"short")) is None
