@@ -62,7 +62,7 @@ _U32 = struct.Struct("=I")
 @dataclass(frozen=True, slots=True)
 class RingGeometry:
     block_size: int = 1 << 18  # 256 KiB: holds a 64 KiB super-frame and ~150 full frames
-    block_nr: int = 64
+    block_nr: int = 32  # 8 MiB per interface
     frame_size: int = 2048  # only for the kernel's frame count in V3
     retire_ms: int = 1  # a partly filled block is handed over after this long
 

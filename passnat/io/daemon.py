@@ -51,7 +51,9 @@ from passnat.io.link import Link
 from passnat.io.linkdrops import LinkDrop
 from passnat.io.neighbours import ArpTimers
 from passnat.io.offload import (
+    ADDR_WORDS,
     GSO_NONE,
+    PARTIAL_TX,
     VNET,
     VNET_F_NEEDS_CSUM,
     VNET_HDR_LEN,
@@ -70,6 +72,7 @@ log = logging.getLogger("passnat.daemon")
 
 _NUM_FIRST = struct.Struct("=II")
 _U32 = struct.Struct("=I")
+_H = struct.Struct("!H")
 _ICMP_RATE = 100.0  # host-unreachable messages per second (token bucket)
 
 
@@ -272,7 +275,6 @@ class Daemon:
         vnet = VNET.unpack_from
         complete = complete_partial
         partial_max = self.partial_max
-        syn = _is_syn
         name = link.name
         plain = link.mtu + 14
         budget = self.options.budget
@@ -307,7 +309,7 @@ class Daemon:
                                 continue
                             link.csum_partial += 1
                             n = len(pkt)
-                            if n <= partial_max and (n <= partial_max - 4 or not syn(pkt)):
+                            if n <= partial_max - 4 or (n <= partial_max and not (pkt[9] == 6 and pkt[a + 13] & 2)):
                                 # the engine cannot fragment it: the kernel finishes the checksum
                                 outs = handle(name, pkt, now)
                                 if outs:
@@ -403,6 +405,9 @@ class Daemon:
         TCP/UDP outputs go out with the field set to their pseudo-header sum and a
         checksum request for the kernel (offload.to_partial)."""
         table = self._out
+        partial_tx = PARTIAL_TX.get
+        addr_words = ADDR_WORDS.unpack_from
+        pack_h = _H.pack
         for o in outs:
             entry = table.get(o.interface)
             if entry is None:
@@ -412,8 +417,14 @@ class Daemon:
             hdr = fast.get(str(o.next_hop))  # exact str: no Python-level __eq__ in the lookup
             packet = o.packet
             if hdr is not None:
-                if partial and (tp := to_partial(packet)) is not None:
-                    frame = tp[0] + hdr[VNET_HDR_LEN:] + tp[1]
+                # offload.to_partial, inline (the hot path of traffic from offloading peers)
+                if (partial and not (packet[6] & 0x3F or packet[7])
+                        and (tx := partial_tx(packet[0] << 8 | packet[9])) is not None and tx[1] + 2 <= len(packet)):
+                    ihl, co, vnet = tx
+                    c = sum(addr_words(packet, 12)) + packet[9] + len(packet) - ihl
+                    c = (c & 0xFFFF) + (c >> 16)
+                    c = (c & 0xFFFF) + (c >> 16)
+                    frame = b"".join((vnet, hdr[VNET_HDR_LEN:], packet[:co], pack_h(c), packet[co + 2:]))
                 else:
                     frame = hdr + packet
                 try:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import mmap
 import struct
-from typing import Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from passnat.packet.checksum import checksum, pseudo_sum
@@ -49,14 +49,17 @@ VNET = struct.Struct("<BBHHHH")  # host order (little-endian hosts; vio_le)
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
 _II = struct.Struct("!II")
-_4H = struct.Struct("!4H")
 
 #: the virtio_net_hdr of a frame that needs nothing from the kernel
 VNET_NONE = bytes(VNET_HDR_LEN)
-#: (IPv4 header length + protocol) -> virtio_net_hdr asking for the L4 checksum (6 and 17
-#: differ by 11, header lengths by multiples of 4: the sums never collide)
-_VNET_PARTIAL = {ihl + proto: VNET.pack(VNET_F_NEEDS_CSUM, GSO_NONE, 0, 0, 14 + ihl, 16 if proto == 6 else 6)
-                 for ihl in range(20, 64, 4) for proto in (6, 17)}
+#: (first IPv4 byte << 8 | protocol) -> (header length, checksum field offset, the
+#: virtio_net_hdr asking the kernel to finish the L4 checksum), for TCP and UDP
+PARTIAL_TX = {(0x40 | ihl // 4) << 8 | proto:
+              (ihl, ihl + (16 if proto == 6 else 6),
+               VNET.pack(VNET_F_NEEDS_CSUM, GSO_NONE, 0, 0, 14 + ihl, 16 if proto == 6 else 6))
+              for ihl in range(20, 64, 4) for proto in (6, 17)}
+#: struct reading the four 16-bit words of the two IPv4 addresses (pseudo-header sum)
+ADDR_WORDS = struct.Struct("!4H")
 
 _TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
 
@@ -94,25 +97,17 @@ def complete_partial(pkt: bytes, start: int, offset: int) -> bytes:
 def to_partial(pkt: bytes) -> tuple[bytes, bytes] | None:
     """(virtio_net_hdr, packet with its L4 checksum field = the pseudo-header sum) for an
     unfragmented TCP/UDP packet, the kernel to finish the checksum; None otherwise.
-
-    Hot path: once per forwarded packet from a peer with checksum offload."""
+    (The daemon's send path does the same inline.)"""
     if pkt[6] & 0x3F or pkt[7]:
         return None
-    proto = pkt[9]
-    if proto == 6:
-        co = 16
-    elif proto == 17:
-        co = 6
-    else:
+    entry = PARTIAL_TX.get(pkt[0] << 8 | pkt[9])
+    if entry is None or entry[1] + 2 > len(pkt):
         return None
-    ihl = (pkt[0] & 15) << 2
-    co += ihl
-    if co + 2 > len(pkt):
-        return None
-    s = sum(_4H.unpack_from(pkt, 12)) + proto + len(pkt) - ihl
+    ihl, co, vnet = entry
+    s = sum(ADDR_WORDS.unpack_from(pkt, 12)) + pkt[9] + len(pkt) - ihl
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
-    return _VNET_PARTIAL[ihl + proto], pkt[:co] + _H.pack(s) + pkt[co + 2:]
+    return vnet, pkt[:co] + _H.pack(s) + pkt[co + 2:]
 
 
 def _l4_bounds(pkt: bytes | bytearray) -> tuple[int, int, int] | None:

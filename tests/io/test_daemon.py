@@ -314,3 +314,21 @@ def test_dispatch_and_reload(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     assert not d.reload()
     assert "restart passnat to change interfaces" in caplog.text
     assert "udp 77" in d.dispatch({"op": "config"})
+
+
+def test_full_size_partial_packets_use_the_kernel_but_big_syns_are_finished_here(tmp_path: Path) -> None:
+    d, rings, txs, _ = make_daemon(tmp_path)
+    learn(d, rings)
+    assert d.partial_max == 1500
+    syn = raw(IP(src="192.168.0.11", dst="203.0.113.10") / TCP(sport=40000, dport=80, flags="S") / (b"s" * 1458))
+    data = raw(IP(src="192.168.0.11", dst="203.0.113.10") / TCP(sport=40000, dport=80, flags="A") / (b"d" * 1460))
+    assert len(syn) == 1498 and len(data) == 1500
+    frames = []
+    for p in (syn, data):
+        part, vnet = partial(p)
+        frames.append((eth(part), TP_STATUS_CSUMNOTREADY, vnet, None))
+    rings["lan0"].put(frames)
+    d._drain(d.links["lan0"])
+    outs = [checks_ok(f) for f in txs["lan1"].frames[-2:]]
+    assert [len(o) for o in outs] == [1498, 1500]
+    assert txs["lan1"].partial == 1  # only the data segment was left to the "NIC"
