@@ -14,6 +14,7 @@ line with what it saw.  Every mode has a timeout: nothing here can hang a test.
   udp-listen PORT SECONDS       count datagrams received
   udp-hold PORT HOST HPORT SECS open a mapping (one datagram to HOST:HPORT), then count what comes back
   udp-send HOST PORT N TEXT [SPORT]  send N datagrams "TEXT i" (from SPORT)
+  udp-flood HOST PORT SECONDS   send small datagrams as fast as possible: sent
 """
 from __future__ import annotations
 
@@ -182,6 +183,19 @@ def main(argv: list[str]) -> None:
             s.sendto(f"{argv[4]} {i}".encode(), (argv[1], int(argv[2])))
             time.sleep(0.01)
         out(sent=int(argv[3]))
+    elif mode == "udp-flood":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        dst = (argv[1], int(argv[2]))
+        end = time.monotonic() + float(argv[3])
+        sent = 0
+        while time.monotonic() < end:
+            for _ in range(1000):
+                try:
+                    s.sendto(b"flood-flood-flood!", dst)
+                    sent += 1
+                except OSError:
+                    pass
+        out(sent=sent)
     else:
         raise SystemExit(f"unknown mode {mode}")
 
