@@ -3,7 +3,9 @@
 Topology (tests/io/netlab.py): pc 192.168.0.11 -- bridge -- router -- srv 203.0.113.10.
 The router namespace runs, in turn and interleaved round by round:
 
-  * passnat: ``passnat run`` on lan0/lan1 (no kernel addresses, forwarding off);
+  * passnat: ``passnat run --prepare`` on lan0/lan1 (no kernel addresses, forwarding
+    off; --prepare adds the netdev ingress drop that spares the kernel's own
+    processing of the frames, docs/daemon.md);
   * kernel:  addresses on lan0/lan1, ip_forward=1, ``nft ... oifname "lan1" masquerade``.
 
 Hosts and router veths have TSO/GSO/GRO off (MTU 1500 frames on the wire, as
@@ -85,7 +87,7 @@ class Bench:
         conf = self.work / "router.conf"
         conf.write_text(CONFIG)
         self.passnat = self.lab.spawn("r", [sys.executable, "-m", "passnat", "run", "--config", str(conf),
-                                            "--control", self.ctl, "--log-level", "warning"],
+                                            "--control", self.ctl, "--log-level", "warning", "--prepare"],
                                       stderr_path=self.work / "passnat.log")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -128,10 +130,18 @@ class Bench:
     def iperf(self, *client_args: str, seconds: int | None = None) -> dict[str, Any]:
         secs = seconds or self.seconds
         server = self.lab.spawn("srv", ["iperf3", "-s", "-1", "-B", SRV])
-        time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while ":5201" not in self.lab.exec("srv", "ss", "-ltn", check=False).stdout:
+            if time.monotonic() > deadline:
+                raise RuntimeError("iperf3 server did not start")
+            time.sleep(0.05)
         try:
+            # under overload iperf3's own control connection (TCP, through the router) loses
+            # segments too and its end-of-test exchange can take long: allow for it
             res = self.lab.exec("pc", "iperf3", "-c", SRV, "-t", str(secs), "-J", *client_args, check=False,
-                                timeout=secs + 30)
+                                timeout=secs + 120)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"iperf3 {' '.join(client_args)} did not finish") from None
         finally:
             server.stop(5)
         try:

@@ -97,7 +97,8 @@ def add_parsers(sub: Any) -> None:
                    help="keep NAT sessions across restarts: load at start, save at a clean stop")
     r.add_argument("--prepare", action="store_true",
                    help="make the host setup first (link up, forwarding off, arp_ignore=8, nftables "
-                        "handoff table when the interfaces have kernel addresses); undone at stop")
+                        "handoff table when the interfaces have kernel addresses, netdev ingress drop "
+                        "after passnat's taps); undone at stop")
     r.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("show", help="ask the running daemon: status nat|filter, counters, config, arp")

@@ -374,7 +374,8 @@ def test_prepare_runs_and_stop_leaves_the_host_as_found(hostlab: NetLab, tmp_pat
     hostlab.exec("r", "ip", "link", "set", "lan1", "down")
     p.start("--prepare")
     try:
-        assert "passnat_handoff" in hostlab.exec("r", "nft", "list", "tables").stdout
+        tables = hostlab.exec("r", "nft", "list", "tables").stdout
+        assert "inet passnat_handoff" in tables and "netdev passnat_ingress" in tables
         assert sysctl(hostlab, "net.ipv4.conf.lan0.arp_ignore") == "8"
         assert sysctl(hostlab, "net.ipv4.conf.lan1.forwarding") == "0"
         assert "generic-receive-offload: off" in hostlab.exec("r", "ethtool", "-k", "lan0").stdout
@@ -386,7 +387,7 @@ def test_prepare_runs_and_stop_leaves_the_host_as_found(hostlab: NetLab, tmp_pat
         assert second.returncode == 1 and "another passnat daemon answers on" in second.stderr
     finally:
         assert p.stop() == 0
-    assert "passnat_handoff" not in hostlab.exec("r", "nft", "list", "tables").stdout
+    assert "passnat_" not in hostlab.exec("r", "nft", "list", "tables").stdout
     assert sysctl(hostlab, "net.ipv4.conf.lan0.arp_ignore") == "0"
     assert sysctl(hostlab, "net.ipv4.conf.lan1.forwarding") == "1"
     assert "generic-receive-offload: on" in hostlab.exec("r", "ethtool", "-k", "lan0").stdout

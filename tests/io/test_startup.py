@@ -8,7 +8,7 @@ import pytest
 
 from passnat.config import parse_config
 from passnat.io import hostsetup, startup
-from passnat.io.hostsetup import Attachment, handoff_interfaces, handoff_ruleset
+from passnat.io.hostsetup import Attachment, handoff_interfaces, handoff_ruleset, ingress_ruleset
 from passnat.io.startup import RunRequest, attachments, load_config
 
 GOOD = "interface lan0 add 192.168.0.1/24\ninterface lan1 add 203.0.113.1/24\ninterface lan1 mtu 1400\n"
@@ -90,3 +90,9 @@ def test_handoff_rules_recognised() -> None:
     text = handoff_ruleset(["lan0", "eth1"])
     assert 'iifname { "lan0", "eth1" } drop' in text and 'oifname { "lan0", "eth1" } drop' in text
     assert "table inet passnat_handoff" in text
+
+
+def test_ingress_ruleset() -> None:
+    text = ingress_ruleset(["lan0", "eth1.100"])
+    assert text.startswith("table netdev passnat_ingress {")
+    assert 'chain c1 { type filter hook ingress device "eth1.100" priority 0; policy drop; }' in text
