@@ -199,6 +199,16 @@ class EspHandler(AddressOnlyHandler):
             released.extend(self.router.reinject(h.iface, h.data, now))
         return released
 
+    def _hold(self, g: EspGroup, queue: list[Held], pkt: Pkt, spi: int, counter: str) -> Verdict:
+        """Keep ``pkt`` (as received) in one of the group's queues, for at most the window."""
+        if len(queue) >= HOLD_MAX:
+            return Drop.ESP_HELD_OVERFLOW
+        queue.append(Held(pkt.iface, pkt.orig, pkt.now, spi))
+        self.router.count(counter)
+        self.router.wake(pkt.now + self.window)
+        self._update_active(g)
+        return HELD
+
     def _update_active(self, g: EspGroup) -> None:
         key = (g.nat_if, g.remote)
         if g.slot is not None or g.held_in or g.held_out:
@@ -213,15 +223,9 @@ class EspHandler(AddressOnlyHandler):
         ss = self._spi_seq(pkt)
         if ss is None and not ip.frag & 0x1FFF:
             return Drop.BAD_L4
-        s = self.session_of(PROTO_ESP, nat_if, ip.src, ip.dst)
-        if s is None:
-            if not create:
-                return None
-            made = self.new_session(pkt, kind="napt", nat_if=nat_if, host=ip.src, remote=ip.dst)
-            if isinstance(made, Drop):
-                return made
-            s = made
-        s.last = pkt.now
+        s = self.outbound_session(pkt, nat_if, create)
+        if s is None or isinstance(s, Drop):
+            return s
         if ss is None:
             return self.send_out(pkt, s)
         g = self.group(nat_if, ip.dst)
@@ -236,13 +240,7 @@ class EspHandler(AddressOnlyHandler):
                                   f"to {ntoa(ip.dst)}")
             return self.send_out(pkt, s)
         if self.mode is EspMode.SPI and self._slot_open(g, pkt.now) and g.slot is not s:
-            if len(g.held_out) >= HOLD_MAX:
-                return Drop.ESP_HELD_OVERFLOW
-            g.held_out.append(Held(pkt.iface, pkt.orig, pkt.now, spi))
-            self.router.count("esp_held_for_pairing")
-            self.router.wake(pkt.now + self.window)
-            self._update_active(g)
-            return HELD
+            return self._hold(g, g.held_out, pkt, spi, "esp_held_for_pairing")
         waiting = self._learn_out(g, s, spi, pkt.now)
         if self.mode is EspMode.SPI and waiting and g.slot is not s:
             g.slot, g.slot_since = s, pkt.now
@@ -276,13 +274,7 @@ class EspHandler(AddressOnlyHandler):
             return None
         cand = self._candidate(g, members, seq, pkt.now)
         if cand is None:
-            if len(g.held_in) >= HOLD_MAX:
-                return Drop.ESP_HELD_OVERFLOW
-            g.held_in.append(Held(pkt.iface, pkt.orig, pkt.now, spi))
-            self.router.count("esp_inbound_held_ambiguous")
-            self.router.wake(pkt.now + self.window)
-            self._update_active(g)
-            return HELD
+            return self._hold(g, g.held_in, pkt, spi, "esp_inbound_held_ambiguous")
         released = self._bind_in(g, cand, spi, pkt.now)
         fwd = self.deliver(pkt, cand)
         fwd.extra.extend(released)

@@ -111,6 +111,13 @@ class AddressOnlyHandler:
     # --------------------------------------------------------- translation
 
     def outbound(self, pkt: Pkt, nat_if: str, nh: str, create: bool) -> Verdict:
+        s = self.outbound_session(pkt, nat_if, create)
+        if s is None or isinstance(s, Drop):
+            return s
+        return self.send_out(pkt, s)
+
+    def outbound_session(self, pkt: Pkt, nat_if: str, create: bool) -> Session | Drop | None:
+        """The sending host's session with the destination (refreshed), made when ``create``."""
         ip = pkt.ip
         s = self.session_of(ip.proto, nat_if, ip.src, ip.dst)
         if s is None:
@@ -121,7 +128,7 @@ class AddressOnlyHandler:
                 return made
             s = made
         s.last = pkt.now
-        return self.send_out(pkt, s)
+        return s
 
     def send_out(self, pkt: Pkt, s: Session) -> Fwd:
         rewrite_address(pkt, s.out_addr, outbound=True)
