@@ -16,7 +16,11 @@ Send: a second ``SOCK_RAW`` socket bound to the interface with protocol 0 (it
 receives nothing), non-blocking, one ``send()`` per frame (on veth a TX ring
 gained little: the kernel's per-frame transmit work dominates; see
 docs/daemon.md).  It also has ``PACKET_VNET_HDR``: every frame sent starts with
-a ``virtio_net_hdr`` (offload.VNET_NONE, or a checksum request).
+a ``virtio_net_hdr`` (offload.VNET_NONE, or a checksum request).  On an
+interface without a queueing discipline (``noqueue``: veth and other virtual
+links) it also sets ``PACKET_QDISC_BYPASS``, which skips the (empty) qdisc
+layer: measured 15-20 % more 64-byte packets per second on veth.  Interfaces
+with a qdisc keep it (tc shaping, queueing when the NIC is busy).
 
 Invariants: a block is returned to the kernel (status ``TP_STATUS_KERNEL``)
 only after every frame in it was copied out; ring geometry is fixed at open.
@@ -35,6 +39,7 @@ PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_VNET_HDR = 15
+PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
@@ -94,6 +99,18 @@ def link_info(name: str) -> LinkInfo:
         flags = struct.unpack_from("=H", fcntl.ioctl(s, SIOCGIFFLAGS, _ifreq(name)), 16)[0]
     hwtype = struct.unpack_from("=H", hw, 16)[0]
     return LinkInfo(name, index, bytes(hw[18:24]), mtu, bool(flags & IFF_UP), hwtype)
+
+
+def link_qdisc(name: str) -> str | None:
+    """The kind of the interface's root queueing discipline (``noqueue``, ``fq_codel``, ...)."""
+    from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return None
+        kind: str | None = ipr.get_links(idx[0])[0].get_attr("IFLA_QDISC")
+        return kind
 
 
 def _bpf_ipv4_arp_to_host() -> bytes:
@@ -172,11 +189,13 @@ class TxSocket:
     """Non-blocking send socket on one interface (receives nothing: protocol 0); every
     frame starts with a 10-byte ``virtio_net_hdr``."""
 
-    def __init__(self, ifname: str, sndbuf: int = 4 << 20):
+    def __init__(self, ifname: str, sndbuf: int = 4 << 20, *, qdisc_bypass: bool = False):
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
             self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            if qdisc_bypass:
+                self.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
             self.sock.bind((ifname, 0))
             self.sock.setblocking(False)
         except BaseException:

@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from passnat.io import ethtool
-from passnat.io.afpacket import LinkInfo, RingGeometry, RxRing, TxSocket, link_info
+from passnat.io.afpacket import LinkInfo, RingGeometry, RxRing, TxSocket, link_info, link_qdisc
 from passnat.io.neighbours import ArpTimers, NeighbourTable
 from passnat.io.offload import VNET_NONE
 
@@ -42,6 +42,7 @@ class Link:
         self.csum_partial = 0
         self.counters: Counter[str] = Counter()
         self.superframe_logged = False
+        self.qdisc: str | None = None
 
     def open(self) -> None:
         info = link_info(self.linux)
@@ -50,14 +51,16 @@ class Link:
         try:
             self.offloads = ethtool.disable_receive_offloads(self.linux)
             self.ring = RxRing(self.linux, self.geometry)
-            self.tx = TxSocket(self.linux)
+            self.qdisc = link_qdisc(self.linux)
+            self.tx = TxSocket(self.linux, qdisc_bypass=self.qdisc == "noqueue")
         except BaseException:
             self.close()
             raise
         self.neigh = NeighbourTable(self.name, info.mac, self.arp_timers, prefix=VNET_NONE)
-        log.info("%s: attached to %s (mac %s, mtu %d, ring %d x %d KiB)", self.name, self.linux,
+        log.info("%s: attached to %s (mac %s, mtu %d, ring %d x %d KiB, qdisc %s%s)", self.name, self.linux,
                  ":".join(f"{b:02x}" for b in info.mac), info.mtu, self.geometry.block_nr,
-                 self.geometry.block_size // 1024)
+                 self.geometry.block_size // 1024, self.qdisc,
+                 ": sending with PACKET_QDISC_BYPASS" if self.qdisc == "noqueue" else "")
 
     def send(self, frame: bytes) -> bool:
         """Send one frame (it starts with a virtio_net_hdr); False (counted) when the kernel
