@@ -1,22 +1,17 @@
 """SEIL-style configuration: lexer, parser, model and canonical rendering."""
 from passnat.config.errors import ConfigError, ConfigProblem
 from passnat.config.model import Config
+from passnat.config.parser import parse
+from passnat.config.render import render  # the function (it shadows the submodule's name on purpose)
 
 __all__ = ["Config", "ConfigError", "ConfigProblem", "parse_config", "parse_config_file", "render"]
 
 
 def parse_config(text: str, filename: str = "<config>") -> Config:
-    from passnat.config.parser import parse
-
+    """Parse SEIL configuration text; raises ``ConfigError`` listing every error."""
     return parse(text, filename)
 
 
 def parse_config_file(path: str) -> Config:
     with open(path, encoding="utf-8") as f:
         return parse_config(f.read(), filename=path)
-
-
-def render(config: Config) -> str:
-    from passnat.config.render import render as _render
-
-    return _render(config)

@@ -3,7 +3,8 @@
   passnat run --config FILE [--interface NAME=LINUX ...] [--control PATH]
               [--log-level LEVEL] [--state-file PATH] [--prepare]
   passnat show status nat|filter [--json] [--control PATH]
-  passnat show counters|config|arp [--json] [--control PATH]
+  passnat show counters|config|arp|metrics [--json] [--control PATH]
+  passnat doctor [--json] [--control PATH]
   passnat clear nat session all|ID [--json] [--control PATH]
   passnat replay --config FILE CAPTURE.pcapng -o OUT.pcapng
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +32,7 @@ _SHOW: dict[str, tuple[str, Callable[[Any], str]]] = {
     "counters": ("counters", fmt.format_counters),
     "config": ("config", lambda text: str(text)),
     "arp": ("arp", fmt.format_arp),
+    "metrics": ("metrics", lambda text: str(text)),
 }
 
 
@@ -45,16 +48,24 @@ def _ask(args: argparse.Namespace, op: str, render: Callable[[Any], str], **para
     except ClientError as e:
         print(f"passnat: {e.message}", file=sys.stderr)
         return e.status
-    if args.json:
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        sys.stdout.write(render(data))
+    try:
+        if args.json:
+            print(json.dumps(data, indent=2, default=str))
+        else:
+            sys.stdout.write(render(data))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `passnat show ... | head`: the reader is gone, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     op, render = _SHOW[args.what]
     return _ask(args, op, render)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    return _ask(args, "doctor", fmt.format_doctor)
 
 
 def _cmd_clear(args: argparse.Namespace) -> int:
@@ -113,10 +124,15 @@ def add_parsers(sub: Any) -> None:
         p.set_defaults(func=_cmd_show, what=f"status {what}")
     for what, helptext in (("counters", "every drop reason, per-interface packets and bytes"),
                            ("config", "the running configuration (canonical text)"),
-                           ("arp", "the ARP neighbour tables")):
+                           ("arp", "the ARP neighbour tables"),
+                           ("metrics", "counters and sessions in Prometheus text format")):
         p = ssub.add_parser(what, help=helptext)
         _control_args(p)
         p.set_defaults(func=_cmd_show, what=what)
+
+    d = sub.add_parser("doctor", help="why a VPN through the router fails, with the fix (docs/doctor.md)")
+    _control_args(d)
+    d.set_defaults(func=_cmd_doctor)
 
     c = sub.add_parser("clear", help="clear nat session all|ID")
     csub = c.add_subparsers(dest="clear_what", metavar="nat")

@@ -132,3 +132,17 @@ def format_arp(records: Iterable[dict[str, Any]]) -> str:
         out.append(f"{r['interface']:<10} {r['address']:<15} {r.get('mac') or '(incomplete)':<17} "
                    f"{r['state']:<10} {age:>7} {r.get('queued', 0):>6}")
     return "\n".join(out) + "\n"
+
+
+def format_doctor(findings: Iterable[dict[str, Any]]) -> str:
+    """``passnat doctor``: each finding with what was seen and the fix."""
+    findings = list(findings)
+    if not findings:
+        return "no VPN passthrough problems seen\n"
+    out: list[str] = []
+    for f in findings:
+        out.append(f"[{f['severity']}] {f['title']} ({f['code']})")
+        out.append(f"    seen: {f['detail']}")
+        out.append(f"    fix:  {f['fix']}")
+        out.append("")
+    return "\n".join(out)

@@ -7,7 +7,7 @@ the daemon answers with one JSON object and closes the connection.
   answer:   {"ok": true, "data": <JSON value>}  or  {"ok": false, "error": "<message>"}
 
 Operations (``OPS``): ``status_nat``, ``status_filter``, ``counters``,
-``config``, ``arp``, ``clear_nat`` (argument ``id``: an int, or null for all),
+``config``, ``arp``, ``metrics``, ``doctor``, ``clear_nat`` (argument ``id``: an int, or null for all),
 ``ping``.  The daemon answers only root (``SO_PEERCRED``), and the socket file
 is mode 0600.
 """
@@ -19,7 +19,7 @@ from typing import Any
 DEFAULT_CONTROL_PATH = "/run/passnat/control.sock"
 MAX_REQUEST = 64 * 1024
 
-OPS = ("status_nat", "status_filter", "counters", "config", "arp", "clear_nat", "ping")
+OPS = ("status_nat", "status_filter", "counters", "config", "arp", "metrics", "doctor", "clear_nat", "ping")
 
 
 class ProtocolError(Exception):

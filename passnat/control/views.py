@@ -42,11 +42,36 @@ def clear_nat(router: Router, session_id: int | None) -> dict[str, Any]:
 
 
 def config_text(router: Router) -> str:
-    from passnat.config.render import (
-        render,  # (passnat.config.render is shadowed by the module once imported)
-    )
+    from passnat.config import render
 
     return render(router.config)
+
+
+def doctor(router: Router, now: float) -> list[dict[str, Any]]:
+    """``passnat doctor``: the engine's VPN passthrough findings (docs/doctor.md)."""
+    return [f.as_dict() for f in router.diagnose(now)]
+
+
+def metrics(router: Router, links: Iterable[LinkView], daemon: Mapping[str, int]) -> str:
+    """Prometheus text exposition: the engine's metrics plus per-interface packets, bytes, drops."""
+    from passnat.nat import metrics as engine_metrics
+
+    packets, octets, drops = [], [], []
+    for link in links:
+        st = link.stats()
+        for direction in ("rx", "tx"):
+            labels = {"interface": link.name, "direction": direction}
+            packets.append(("passnat_interface_packets_total", labels, float(st.get(f"{direction}_packets", 0))))
+            octets.append(("passnat_interface_bytes_total", labels, float(st.get(f"{direction}_bytes", 0))))
+        drops.append(("passnat_interface_ring_drops_total", {"interface": link.name}, float(st.get("ring_drops", 0))))
+    extra = [
+        ("passnat_interface_packets_total", "counter", "Frames received (rx) and sent (tx) per interface.", packets),
+        ("passnat_interface_bytes_total", "counter", "Bytes received (rx) and sent (tx) per interface.", octets),
+        ("passnat_interface_ring_drops_total", "counter", "Frames the kernel dropped at a full receive ring.", drops),
+        ("passnat_daemon_events_total", "counter", "Daemon events (ARP, link layer).",
+         [("passnat_daemon_events_total", {"event": k}, float(v)) for k, v in sorted(daemon.items())]),
+    ]
+    return engine_metrics.render(router, extra)
 
 
 # ---------------------------------------------------------------- filter

@@ -567,6 +567,10 @@ class Daemon:
                                   uptime=time.monotonic() - self.started)
         if op == "config":
             return views.config_text(self.router)
+        if op == "doctor":
+            return views.doctor(self.router, now)
+        if op == "metrics":
+            return views.metrics(self.router, self.links.values(), self.counters)
         if op == "arp":
             recs: list[dict[str, Any]] = []
             for link in self.links.values():

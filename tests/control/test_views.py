@@ -93,3 +93,23 @@ def test_config_and_filter(router: passnat.Router) -> None:
 def test_arp_sorted_numerically() -> None:
     recs = [{"interface": "lan0", "address": "192.168.0.100"}, {"interface": "lan0", "address": "192.168.0.9"}]
     assert [r["address"] for r in views.arp(recs)] == ["192.168.0.9", "192.168.0.100"]
+
+
+def test_doctor_findings_and_text(router: passnat.Router) -> None:
+    from passnat.control.format import format_doctor
+    assert format_doctor(views.doctor(router, 20.0)) == "no VPN passthrough problems seen\n"
+    router.handle("lan0", raw(IP(src="192.168.0.11", dst="203.0.113.10", proto=51) / (b"\x04\x04\0\0" + b"\0" * 20)),
+                  12.0)
+    findings = views.doctor(router, 20.0)
+    assert [f["code"] for f in findings] == ["ah"]
+    json.dumps(findings)
+    text = format_doctor(findings)
+    assert text.startswith("[error] IPsec AH cannot pass NAT (ah)") and "fix:" in text
+
+
+def test_metrics_include_engine_and_interfaces(router: passnat.Router) -> None:
+    text = views.metrics(router, [FakeLink()], {"gratuitous_arp_sent": 2})
+    assert 'passnat_interface_packets_total{direction="rx",interface="lan0"} 5' in text
+    assert 'passnat_interface_ring_drops_total{interface="lan0"} 7' in text
+    assert 'passnat_daemon_events_total{event="gratuitous_arp_sent"} 2' in text
+    assert 'passnat_drops_total{reason="no_session"} 1' in text
