@@ -44,7 +44,7 @@ from passnat.nat.flow import F_FC, F_L4D, F_MTU, F_NH, F_OIF, F_PORT, F_SESS, F_
 from passnat.nat.fragments import FragmentTracker
 from passnat.nat.handlers.base import HELD, Fwd, Pkt, Registry, Verdict
 from passnat.nat.routing import DISCARD, RoutingTable
-from passnat.nat.session import Session
+from passnat.nat.session import Record, Session
 from passnat.nat.static import Snapt, StaticNat
 from passnat.nat.table import SessionTable
 from passnat.packet import icmp as icmpmod
@@ -100,6 +100,7 @@ class Router:
         self._icmp_last = 0.0
         self._log_last: dict[str, float] = {}
         self.vpn_events = VpnEvents()
+        self._clock = float("-inf")  # the latest `now` seen on the slow path or by a timer
         self.static: StaticNat | None = None
         self.fragments: FragmentTracker | None = None
         from passnat.nat.handlers import default_handlers
@@ -277,6 +278,8 @@ class Router:
 
     def on_timer(self, now: float) -> list[Output]:
         """Expire what is due at ``now``; returns packets released by timers."""
+        if now > self._clock:
+            self._clock = now
         assert self.fragments is not None
         out = self.fragments.on_timer(now)
         for h in self.registry:
@@ -303,31 +306,36 @@ class Router:
         """``show status filter`` data: rules with counters, default, dynamic states (passnat/filter/status.py)."""
         return self.filter.status(now)
 
-    def sessions(self, now: float | None = None) -> list[dict[str, Any]]:
-        """Every live session as a plain record (see docs/api.md)."""
-        recs = []
-        for s in self.table.all():
-            recs.append(self.session_record(s, now))
+    def sessions(self, now: float | None = None) -> list[Record]:
+        """Every live session as a plain record (docs/engine.md).
+
+        ``remaining`` is counted from ``now``, or without it from the latest
+        time the router has seen (a packet on the slow path, a timer).
+        """
+        clock = self._clock if now is None else now
+        recs = [self.session_record(s, clock) for s in self.table.all()]
         assert self.static is not None
         for b in self.static.bindings():
-            rem = None if now is None else max(0.0, b.last + self.static.timeout - now)
-            recs.append({"id": None, "type": "dynamic", "interface": b.nat_if, "protocol": "any",
-                         "inside": ntoa(b.private), "inside_port": None, "outside": ntoa(b.global_),
-                         "outside_port": None, "remote": None, "remote_port": None, "remaining": rem,
-                         "state": "bound"})
+            rem = max(0.0, b.last + self.static.timeout - max(clock, b.last))
+            recs.append(Record({"id": None, "type": "dynamic", "interface": b.nat_if, "protocol": "any",
+                                "inside": ntoa(b.private), "inside_port": None, "outside": ntoa(b.global_),
+                                "outside_port": None, "remote": None, "remote_port": None, "remaining": rem,
+                                "state": "bound", "private": ntoa(b.private), "private_port": None,
+                                "global": ntoa(b.global_), "global_port": None}))
         return recs
 
-    def session_record(self, s: Session, now: float | None) -> dict[str, Any]:
+    def session_record(self, s: Session, now: float) -> Record:
         from passnat.packet.ipv4 import proto_name
-        rec: dict[str, Any] = {
+        ported = s.proto in (6, 17, 1)
+        rec = Record({
             "id": s.id, "type": s.kind, "interface": s.nat_if, "protocol": proto_name(s.proto),
             "protocol_number": s.proto,
-            "inside": ntoa(s.in_addr), "inside_port": s.in_port if s.proto in (6, 17, 1) else None,
-            "outside": ntoa(s.out_addr), "outside_port": s.out_port if s.proto in (6, 17, 1) else None,
+            "inside": ntoa(s.in_addr), "inside_port": s.in_port if ported else None,
+            "outside": ntoa(s.out_addr), "outside_port": s.out_port if ported else None,
             "remote": ntoa(s.rem_addr), "remote_port": s.rem_port if s.proto in (6, 17) else None,
-            "remaining": None if now is None else s.remaining(now),
+            "remaining": s.remaining(max(now, s.last)),
             "timeout": s.timeout, "timer": s.klass, "created": s.created, "last": s.last,
-        }
+        })
         if s.proto == PROTO_TCP:
             from passnat.nat.tcp_track import TcpState
             rec["state"] = TcpState(s.tcp_state).name.lower() if s.tcp_state else "unknown"
@@ -335,6 +343,9 @@ class Router:
         describe = getattr(handler, "describe", None)
         if describe is not None:
             rec.update(describe(s))
+        # SEIL's words for the same columns: private:port = global:port <-> remote:port
+        rec["private"], rec["private_port"] = rec["inside"], rec["inside_port"]
+        rec["global"], rec["global_port"] = rec["outside"], rec["outside_port"]
         return rec
 
     def clear_sessions(self, session_id: int | None = None) -> int:
@@ -434,6 +445,8 @@ class Router:
 
     def _slow(self, interface: str, packet: bytes, now: float) -> list[Output]:
         self._counters["slow_path_packets"] += 1
+        if now > self._clock:
+            self._clock = now
         if interface not in self.ifaces:
             return self._drop(Drop.UNKNOWN_INTERFACE)
         try:

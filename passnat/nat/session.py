@@ -18,6 +18,18 @@ from typing import Any
 from passnat.packet.ipv4 import ntoa
 
 
+class Record(dict[str, Any]):
+    """A session record (``Router.sessions``): a plain dict whose keys also read as attributes."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class Mapping:
     __slots__ = ("proto", "nat_if", "in_addr", "in_port", "out_addr", "out_port", "refs")
 

@@ -149,3 +149,13 @@ def test_session_records() -> None:
     assert isinstance(s["id"], int)
     assert r.clear_sessions(s["id"]) == 1 and r.sessions(10.0) == []
     assert r.handle("lan1", tcp(SRV, WAN_ADDR, 80, 40000, "SA"), 11.0) == []
+
+
+def test_session_records_without_now_and_as_attributes() -> None:
+    r = make_router()
+    one(r.handle("lan0", udp(PC1, SRV, 5000, 53), 100.0))
+    one(r.handle("lan0", ping(PC2, SRV, 7), 104.0))
+    recs = {rec.protocol: rec for rec in r.sessions()}
+    assert recs["udp"].remaining == 11.0 and recs["icmp"].remaining == 900.0  # counted from 104
+    assert recs["udp"]["private"] == PC1 and recs["udp"]["global_port"] == 5000
+    assert r.sessions(110.0)[0]["remaining"] == 5.0
