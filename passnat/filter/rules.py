@@ -136,10 +136,7 @@ class Rule:
 
 
 def _in(addr: int, ranges: Ranges) -> bool:
-    for lo, hi in ranges:
-        if lo <= addr <= hi:
-            return True
-    return False
+    return any(lo <= addr <= hi for lo, hi in ranges)
 
 
 def address_ranges(m: AddrMatch, self_addrs: Iterable[int],

@@ -297,7 +297,7 @@ class Daemon:
                         p = cur + net
                         total = mm[p + 2] << 8 | mm[p + 3]
                         end = cur + mac + snap
-                        pkt = mm[p:p + total] if 20 <= total and p + total <= end else mm[p:end]
+                        pkt = mm[p:p + total] if total >= 20 and p + total <= end else mm[p:end]
                         if status & TP_STATUS_CSUMNOTREADY or length > plain:
                             # peer checksum offload: the L4 checksum field holds the pseudo-header
                             # sum; the checksum is the inverted sum from csum_start to the end

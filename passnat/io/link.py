@@ -21,10 +21,13 @@ from passnat.io.offload import VNET_NONE
 
 log = logging.getLogger("passnat.io.link")
 
+_DEFAULT_GEOMETRY = RingGeometry()
+_DEFAULT_ARP = ArpTimers()
+
 
 class Link:
-    def __init__(self, name: str, linux: str, *, geometry: RingGeometry = RingGeometry(),
-                 arp_timers: ArpTimers = ArpTimers()):
+    def __init__(self, name: str, linux: str, *, geometry: RingGeometry = _DEFAULT_GEOMETRY,
+                 arp_timers: ArpTimers = _DEFAULT_ARP):
         self.name = name
         self.linux = linux
         self.geometry = geometry

@@ -105,7 +105,7 @@ def diagnose(router: Router, now: float) -> list[Finding]:
             "Usually harmless (the tunnel settles within the pairing window). If it persists, let the "
             "hosts use NAT-T (UDP 4500), or raise `nat option esp-pairing-window <ms>`."))
 
-    for t_exp, proto, host, remote, port, timeout in _expired_then_unsolicited(router, now):
+    for _, proto, host, remote, port, timeout in _expired_then_unsolicited(router, now):
         what = proto_name(proto) if proto != 17 else f"udp/{port}"
         found.append(Finding(
             "vpn-session-expired", "error", f"an idle VPN's NAT session expired ({what} with {ntoa(remote)})",

@@ -15,7 +15,8 @@ packets and bytes, ring drops) in the same exposition.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from passnat.nat.drops import EXPLAIN, Drop
 

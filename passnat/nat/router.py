@@ -33,7 +33,8 @@ import os
 import random
 import struct
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from passnat.config.model import Config, PortAssignment
 from passnat.filter.engine import Filter
@@ -50,8 +51,17 @@ from passnat.nat.table import SessionTable
 from passnat.packet import icmp as icmpmod
 from passnat.packet.checksum import TTL_DEC_DELTA, apply_delta, checksum
 from passnat.packet.fragment import fragment
-from passnat.packet.ipv4 import (PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-                                 HeaderError, ntoa, parse)
+from passnat.packet.ipv4 import (
+    PROTO_AH,
+    PROTO_ESP,
+    PROTO_GRE,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    HeaderError,
+    ntoa,
+    parse,
+)
 from passnat.packet.tcp import SYN, clamp_mss
 
 log = logging.getLogger("passnat.nat")
@@ -503,7 +513,6 @@ class Router:
 
     def _process(self, pkt: Pkt) -> list[Output]:
         ip = pkt.ip
-        now = pkt.now
         fwd: Fwd | None = None
         if pkt.iface in self.nat_ifaces:
             verdict = self._nat_inbound(pkt)

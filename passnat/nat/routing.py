@@ -84,9 +84,9 @@ class RoutingTable:
     def _connected(entries: list[RouteEntry], addr: int) -> str | None:
         best: RouteEntry | None = None
         for e in entries:
-            if e.gateway is None and not e.discard and addr & e.mask == e.net:
-                if best is None or e.plen > best.plen:
-                    best = e
+            if (e.gateway is None and not e.discard and addr & e.mask == e.net
+                    and (best is None or e.plen > best.plen)):
+                best = e
         return best.iface if best else None
 
     def lookup(self, dst: int) -> Hop | None:

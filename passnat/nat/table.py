@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import random
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from passnat.nat.drops import Drop
 from passnat.nat.flow import Flow

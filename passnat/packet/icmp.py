@@ -54,9 +54,8 @@ def error_allowed(orig: bytes) -> bool:
     if src == 0 or src == 0xFFFFFFFF or src >> 28 == 0xE or src >> 24 == 127:
         return False
     ihl = (orig[0] & 0x0F) * 4
-    if orig[9] == PROTO_ICMP and len(orig) > ihl and orig[ihl] in ERROR_TYPES:
-        return False  # never an error about an error
-    return True
+    # never an error about an error
+    return not (orig[9] == PROTO_ICMP and len(orig) > ihl and orig[ihl] in ERROR_TYPES)
 
 
 def build_error(*, src: int, orig: bytes, icmp_type: int, code: int, mtu: int = 0,

@@ -89,7 +89,7 @@ class IPv4:
 class HeaderError(Exception):
     """Internal: a malformed header; the router turns it into a counted drop."""
 
-    def __init__(self, reason: "Drop"):
+    def __init__(self, reason: Drop):
         super().__init__(str(reason))
         self.reason = reason
 

@@ -50,6 +50,10 @@ CALL_ID_FIELDS: dict[int, tuple[tuple[int, str], ...]] = {
     SLI: ((12, PEER),),
 }
 
+#: Outgoing-Call-Reply: offset of the Result Code, and its "Connected" value (RFC 2637 §2.8)
+OCRP_RESULT = 16
+OCRP_CONNECTED = 1
+
 #: messages that open a call (the sender allocates its Call ID)
 OPENING = frozenset((OCRQ, OCRP, ICRQ, ICRP))
 

@@ -2,7 +2,7 @@
 
 ``NetLab`` builds, with names unique to this process (``pn<pid>-<tag>-...``):
 
-    pc  192.168.0.11 ─┐                                  
+    pc  192.168.0.11 ─┐
                        sw (bridge) ── lan0  r  lan1 ── srv 203.0.113.10
     ls  192.168.0.50 ─┘              (passnat; no kernel addresses)
 
@@ -44,7 +44,7 @@ class Proc:
     def __init__(self, ns: str, argv: list[str], *, stderr_path: Path | None = None, env: dict[str, str] | None = None):
         self.argv = argv
         self.stderr_path = stderr_path
-        err: Any = open(stderr_path, "ab") if stderr_path else subprocess.PIPE
+        err: Any = open(stderr_path, "ab") if stderr_path else subprocess.PIPE  # noqa: SIM115 (closed after Popen)
         self.popen = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=err, env=env)
         if stderr_path:

@@ -42,7 +42,7 @@ def reassemble(fragments: list[bytes]) -> bytes:
         pieces.append((off, length, mf, f))
     pieces.sort(key=lambda p: p[0])
     pos = 0
-    for off, length, mf, _ in pieces:
+    for off, length, _mf, _ in pieces:
         assert off == pos, f"gap or overlap at {pos} (next fragment at {off})"
         pos += length
     assert all(p[2] for p in pieces[:-1]), "MF clear before the last fragment"

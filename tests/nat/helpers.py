@@ -8,11 +8,11 @@ WAN subnet (203.0.113.10, .20).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from scapy.all import ICMP, IP, TCP, UDP, raw  # type: ignore[attr-defined]
-from scapy.layers.l2 import GRE_PPTP
 from scapy.layers.inet import IPerror, TCPerror, UDPerror  # noqa: F401
+from scapy.layers.l2 import GRE_PPTP
 
 import passnat
 from passnat import Output

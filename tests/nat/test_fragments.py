@@ -234,7 +234,7 @@ def test_hold_limit_256_drops_the_257th_and_held_fragments_expire_at_5s() -> Non
     r = make_router()
     one(r.handle("lan0", udp(PC1, SRV, 4500, 4500), 0.0))
     lone = _lone_fragments(300)
-    for i, f in enumerate(lone[:256]):
+    for f in lone[:256]:
         assert r.handle("lan1", f, 0.0) == []
     assert counters(r).get("fragment_hold_full", 0) == 0
     assert r.fragments.stats()["held"] == 256

@@ -4,8 +4,7 @@ from __future__ import annotations
 from scapy.all import ICMP, IP, TCP, UDP, raw
 from scapy.layers.inet import ICMPerror, IPerror, TCPerror, UDPerror
 
-from tests.nat.helpers import (GW, PC1, PC2, SRV, WAN_ADDR, counters, icmp_error, make_router, one, ping,
-                               tcp, udp)
+from tests.nat.helpers import GW, PC1, PC2, SRV, WAN_ADDR, counters, icmp_error, make_router, one, ping, tcp, udp
 
 
 def _out(r, pkt):  # noqa: ANN001, ANN202

@@ -8,8 +8,7 @@ from scapy.layers.pptp import PPTPOutgoingCallReply, PPTPOutgoingCallRequest
 
 import passnat
 from tests.nat.esp_sim import _esp
-from tests.nat.helpers import (BASE, PC1, PC2, SRV, WAN_ADDR, gre, gre_call_id, make_router, one, ping, tcp,
-                               udp)
+from tests.nat.helpers import BASE, PC1, PC2, SRV, WAN_ADDR, gre, gre_call_id, make_router, one, ping, tcp, udp
 
 EXTRA = ("nat snapt add protocol tcp listen 8080 forward 192.168.0.10 80 interface lan1\n"
          "nat timeout protocol udp 300\n")

@@ -6,11 +6,21 @@ from dataclasses import dataclass
 from scapy.all import IP, TCP, raw
 from scapy.layers.inet import IPerror
 from scapy.layers.l2 import GRE_PPTP
-from scapy.layers.pptp import (PPTP, PPTPCallClearRequest, PPTPCallDisconnectNotify, PPTPEchoRequest,
-                               PPTPIncomingCallConnected, PPTPIncomingCallReply, PPTPIncomingCallRequest,
-                               PPTPOutgoingCallReply, PPTPOutgoingCallRequest, PPTPSetLinkInfo,
-                               PPTPStartControlConnectionReply, PPTPStartControlConnectionRequest,
-                               PPTPWANErrorNotify)
+from scapy.layers.pptp import (
+    PPTP,
+    PPTPCallClearRequest,
+    PPTPCallDisconnectNotify,
+    PPTPEchoRequest,
+    PPTPIncomingCallConnected,
+    PPTPIncomingCallReply,
+    PPTPIncomingCallRequest,
+    PPTPOutgoingCallReply,
+    PPTPOutgoingCallRequest,
+    PPTPSetLinkInfo,
+    PPTPStartControlConnectionReply,
+    PPTPStartControlConnectionRequest,
+    PPTPWANErrorNotify,
+)
 
 import passnat
 from tests.nat.helpers import counters, gre, gre_call_id, icmp_error, one, verify
@@ -107,7 +117,7 @@ def test_three_clients_same_call_id_to_one_server() -> None:
     calls = [start_call(r, pc, 0x1234, 0x80 + i, port=40000 + i) for i, pc in enumerate(PCS)]
     outside_ids = [oid for _, oid in calls]
     assert outside_ids[0] == 0x1234 and len(set(outside_ids)) == 3
-    for i, (c, oid) in enumerate(calls):
+    for i, (_, oid) in enumerate(calls):
         # GRE server -> client carries the client's (outside) Call ID: translated back
         back = one(r.handle("lan1", gre(SERVER, WAN, oid, seq=i), 1.0), "lan0")
         assert back.dst == PCS[i] and gre_call_id(raw(back)) == 0x1234
@@ -260,3 +270,15 @@ def test_gre_without_call_is_unsolicited() -> None:
     assert r.handle("lan1", gre(SERVER, WAN, 0x999), 0.0) == []
     assert counters(r)["gre_unsolicited"] == 1
     assert GRE_PPTP  # imported for helpers
+
+
+def test_failed_outgoing_call_reply_ends_the_call() -> None:
+    r = router()
+    c = Conn(r, PCS[0], 40000, SERVER, 1723)
+    c.open_from_inside()
+    ocrq = pptp_payload(c.send_in(raw(PPTPOutgoingCallRequest(call_id=0x1234))))
+    ocrp = pptp_payload(c.send_out(raw(PPTPOutgoingCallReply(call_id=0x80, peer_call_id=ocrq.call_id,
+                                                              result_code=4))))  # busy
+    assert ocrp.peer_call_id == 0x1234  # still translated for the client
+    assert r.sessions(1.0)[0]["pptp"]["calls"] == []
+    assert r.handle("lan1", gre(SERVER, WAN, ocrq.call_id), 1.0) == []

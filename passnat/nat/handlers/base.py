@@ -18,9 +18,10 @@ and return plain values:
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Iterator, Protocol, Union
+from typing import TYPE_CHECKING, Protocol
 
 from passnat.nat.drops import Drop
 from passnat.packet.ipv4 import IPv4
@@ -54,7 +55,7 @@ class Pkt:
     dport: int = 0
     flags: int = 0  # TCP flags
     icmp_type: int = -1
-    created: list["Session"] = field(default_factory=list)  # sessions made for this packet
+    created: list[Session] = field(default_factory=list)  # sessions made for this packet
 
     @property
     def l4(self) -> int:
@@ -83,8 +84,8 @@ class Pkt:
 class Fwd:
     oif: str | None = None  # egress for inbound translation (None: route as usual)
     nh: str | None = None
-    session: "Session | None" = None
-    extra: list["Output"] = field(default_factory=list)  # sent after this packet
+    session: Session | None = None
+    extra: list[Output] = field(default_factory=list)  # sent after this packet
 
 
 class Held:
@@ -95,7 +96,7 @@ class Held:
 
 HELD = Held()
 
-Verdict = Union[Fwd, Drop, Held, None]
+Verdict = Fwd | Drop | Held | None
 
 
 class Handler(Protocol):
@@ -108,7 +109,7 @@ class Handler(Protocol):
     @property
     def priority(self) -> Priority: ...
 
-    def bind(self, router: "Router") -> None: ...
+    def bind(self, router: Router) -> None: ...
 
     def matches(self, pkt: Pkt, outbound: bool) -> bool: ...
 
@@ -118,10 +119,10 @@ class Handler(Protocol):
     def inbound(self, pkt: Pkt) -> Verdict:
         """A packet that arrived on a NAT interface: existing sessions only."""
 
-    def snapt_inbound(self, pkt: Pkt, target: "SnaptTarget") -> Verdict:
+    def snapt_inbound(self, pkt: Pkt, target: SnaptTarget) -> Verdict:
         """A packet a SNAPT rule forwards to ``target``: make its session."""
 
-    def on_remove(self, session: "Session") -> None: ...
+    def on_remove(self, session: Session) -> None: ...
 
 
 class Registry:

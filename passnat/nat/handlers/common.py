@@ -8,7 +8,8 @@ of the same packet rolls it back.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from passnat.nat.drops import Drop
 from passnat.nat.flow import make_flow

@@ -258,10 +258,10 @@ class EspHandler(AddressOnlyHandler):
         ss = self._spi_seq(pkt)
         if self.mode is EspMode.FIRST_COME:
             verdict = super().inbound(pkt)
-            if isinstance(verdict, Fwd) and verdict.session is not None and ss is not None and g is not None:
-                if ss[0] not in g.in_spi:
-                    g.in_spi[ss[0]] = verdict.session
-                    self._record_in(verdict.session, ss[0])
+            if (isinstance(verdict, Fwd) and verdict.session is not None and ss is not None and g is not None
+                    and ss[0] not in g.in_spi):
+                g.in_spi[ss[0]] = verdict.session
+                self._record_in(verdict.session, ss[0])
             return verdict
         if g is None or ss is None:
             return None
@@ -324,10 +324,8 @@ class EspHandler(AddressOnlyHandler):
         if len(payload) < 28:
             return
         version, exch, flags = payload[17] >> 4, payload[18], payload[19]
-        if version == 2 and exch in (IKEV2_IKE_AUTH, IKEV2_CREATE_CHILD_SA) and flags & IKEV2_RESPONSE:
-            self.group(nat_if, remote).ike[host] = now
-            self.router.count("ike_child_sa_exchanges")
-        elif version == 1 and exch == IKEV1_QUICK_MODE:
+        ikev2_child = version == 2 and exch in (IKEV2_IKE_AUTH, IKEV2_CREATE_CHILD_SA) and flags & IKEV2_RESPONSE
+        if ikev2_child or (version == 1 and exch == IKEV1_QUICK_MODE):
             self.group(nat_if, remote).ike[host] = now
             self.router.count("ike_child_sa_exchanges")
 

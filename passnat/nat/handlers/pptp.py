@@ -63,6 +63,7 @@ SEGMENT_HOLD = 5.0  # a held segment is dropped after this (the sender retransmi
 REWRITE_MEMORY = 512  # rewritten stream bytes remembered per direction (retransmissions)
 MAX_MESSAGE = 4096
 REBASE_AT = 1 << 30  # stream positions are re-based past this many bytes
+HEAD = 20  # bytes of each message kept: the header, the Call ID fields, OCRP's result code
 
 _U16 = struct.Struct("!H")
 
@@ -213,8 +214,8 @@ class PptpHandler(TcpUdpHandler):
                 st.msg_start, st.msg_len, st.decided = pos + i, None, False
                 st.head = bytearray()
                 continue
-            if len(st.head) < 16 and off == len(st.head):
-                limit = 16 if st.msg_len is None else min(16, st.msg_len)
+            if len(st.head) < HEAD and off == len(st.head):
+                limit = 2 if st.msg_len is None else min(HEAD, st.msg_len)  # the length first
                 take = min(limit - len(st.head), n - i)
                 st.head += data[i:i + take]
                 i += take
@@ -267,6 +268,8 @@ class PptpHandler(TcpUdpHandler):
                 self.end_all(s, pkt.now)
             return
         need = max(off for off, _ in fields) + 2
+        if mtype == P.OCRP:
+            need = P.OCRP_RESULT + 1  # whether the call connected decides whether it lives
         if st.msg_len < need:
             st.decided = True
             self.router.count(Drop.PPTP_MALFORMED)
@@ -292,7 +295,7 @@ class PptpHandler(TcpUdpHandler):
         """The (offset, new Call ID) rewrites for one message, updating the calls."""
         v12 = _U16.unpack_from(head, 12)[0]
         v14 = _U16.unpack_from(head, 14)[0] if len(head) >= 16 else None
-        result = head[16] if len(head) > 16 else None
+        failed = mtype == P.OCRP and len(head) > P.OCRP_RESULT and head[P.OCRP_RESULT] != P.OCRP_CONNECTED
         if from_inside:
             if mtype in P.OPENING:
                 call = self._call_by(s, inside=v12) or self._open(s, v12, now)
@@ -300,6 +303,8 @@ class PptpHandler(TcpUdpHandler):
                     return []
                 if mtype in (P.OCRP, P.ICRP) and v14 is not None:
                     self._set_peer(call, v14, now)
+                if failed:  # an inside server refused the call: it never carries GRE
+                    self._end(call)
                 return [(12, call.outside_id)]
             if mtype in (P.CCRQ, P.CDN):
                 call = self._call_by(s, inside=v12)
@@ -313,6 +318,8 @@ class PptpHandler(TcpUdpHandler):
             if call is None:
                 return []
             self._set_peer(call, v12, now)
+            if failed:  # the server refused the call (busy, no carrier, ...): it ends here
+                self._end(call)
             return [(14, call.inside_id)]
         if mtype in (P.ICCN, P.WEN, P.SLI):
             call = self._call_by(s, outside=v12)
