@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from scapy.all import ICMP, IP, TCP, UDP
+from scapy.layers.inet import IPerror, TCPerror, UDPerror
 
 from tests.nat.helpers import GW, PC1, PC2, SRV, WAN_ADDR, counters, icmp_error, make_router, one, ping, tcp, udp
 
@@ -69,10 +70,16 @@ VECTORS = [
                   "nat dynamic add global 203.0.113.40-203.0.113.41 interface lan1\n"),
     Vector("icmp port unreachable about udp", [("lan0", udp(PC1, SRV, 5000, 9)),
                                                 ("lan1", icmp_error(SRV, WAN_ADDR, _sent(("lan0", udp(PC1, SRV, 5000, 9)))))],
-           "lan0", {"dst": PC1, "type": 3, "code": 3}),
+           "lan0", {"dst": PC1, "type": 3, "code": 3, "inner_src": PC1, "inner_sport": 5000}),
     Vector("icmp frag needed about tcp", [("lan0", tcp(PC1, SRV, 5000, 80, "S")),
                                            ("lan1", icmp_error(GW, WAN_ADDR, _sent(("lan0", tcp(PC1, SRV, 5000, 80, "S"))), 3, 4, 1280))],
-           "lan0", {"dst": PC1, "type": 3, "code": 4, "nexthopmtu": 1280}),
+           "lan0", {"dst": PC1, "type": 3, "code": 4, "nexthopmtu": 1280, "inner_src": PC1, "inner_sport": 5000}),
+    Vector("icmp port unreachable about tcp", [("lan0", tcp(PC1, SRV, 5001, 81, "S")),
+                                                ("lan1", icmp_error(SRV, WAN_ADDR, _sent(("lan0", tcp(PC1, SRV, 5001, 81, "S")))))],
+           "lan0", {"dst": PC1, "type": 3, "code": 3, "inner_src": PC1, "inner_sport": 5001}),
+    Vector("icmp frag needed about udp", [("lan0", udp(PC1, SRV, 5002, 53)),
+                                           ("lan1", icmp_error(GW, WAN_ADDR, _sent(("lan0", udp(PC1, SRV, 5002, 53))), 3, 4, 1400))],
+           "lan0", {"dst": PC1, "type": 3, "code": 4, "nexthopmtu": 1400, "inner_src": PC1, "inner_sport": 5002}),
     Vector("unsolicited udp dropped", [("lan1", udp(SRV, WAN_ADDR, 53, 5000))], None, drop="no_session"),
     Vector("unsolicited tcp syn dropped", [("lan1", tcp(SRV, WAN_ADDR, 4444, 22, "S"))], None, drop="no_session"),
     Vector("ttl 1 dropped", [("lan0", udp(PC1, SRV, 1, 2, ttl=1))], "lan0", {"type": 11, "dst": PC1}),
@@ -98,7 +105,11 @@ def test_vector(v: Vector) -> None:
     if v.next_hop is not None:
         assert outs[0].next_hop == v.next_hop
     for name, want in v.fields.items():
-        if name in ("sport", "dport"):
+        if name == "inner_src":
+            got = ip[IPerror].src
+        elif name == "inner_sport":
+            got = (ip[TCPerror] if ip.haslayer(TCPerror) else ip[UDPerror]).sport
+        elif name in ("sport", "dport"):
             layer = TCP if ip.haslayer(TCP) else UDP
             got = getattr(ip[layer], name)
         elif name in ("id", "type", "code", "nexthopmtu"):
