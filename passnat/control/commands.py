@@ -1,7 +1,7 @@
 """The operator's subcommands of ``passnat``: run, show, clear, replay (argument parsing only).
 
   passnat run --config FILE [--interface NAME=LINUX ...] [--control PATH]
-              [--log-level LEVEL] [--state-file PATH] [--prepare]
+              [--log-level LEVEL] [--state-file PATH] [--prepare] [--capture FILE.pcapng]
   passnat show status nat|filter [--json] [--control PATH]
   passnat show counters|config|arp|metrics [--json] [--control PATH]
   passnat doctor [--json] [--control PATH]
@@ -84,7 +84,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from passnat.io.startup import RunRequest, run
 
     return run(RunRequest(config_path=args.config, control_path=args.control, mappings=args.interface,
-                          state_file=args.state_file, prepare=args.prepare, log_level=args.log_level))
+                          state_file=args.state_file, prepare=args.prepare, log_level=args.log_level,
+                          capture=args.capture))
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -106,6 +107,8 @@ def add_parsers(sub: Any) -> None:
                    help="log level (default info); logs go to stderr")
     r.add_argument("--state-file", metavar="PATH",
                    help="keep NAT sessions across restarts: load at start, save at a clean stop")
+    r.add_argument("--capture", metavar="FILE.pcapng",
+                   help="write every packet the router sends to this pcapng file (a diagnostic; it grows)")
     r.add_argument("--prepare", action="store_true",
                    help="make the host setup first (link up, forwarding off, arp_ignore=8, nftables "
                         "handoff table when the interfaces have kernel addresses, netdev ingress drop "

@@ -45,6 +45,7 @@ from passnat.control.protocol import ProtocolError
 from passnat.control.server import ControlServer
 from passnat.io import statefile
 from passnat.io.afpacket import FRAME_HDR, TP_STATUS_CSUMNOTREADY, RingGeometry
+from passnat.io.capture import Capture
 from passnat.io.ether import parse_arp
 from passnat.io.hostsetup import Attachment, HostUndo
 from passnat.io.link import Link
@@ -86,6 +87,7 @@ class DaemonOptions:
     arp_timers: ArpTimers = field(default_factory=ArpTimers)
     budget: int = 2048  # frames per link per loop turn
     host_undo: HostUndo | None = None
+    capture: str | None = None  # pcapng of everything the router sends (passnat/io/capture.py)
 
 
 class Daemon:
@@ -94,6 +96,7 @@ class Daemon:
         self.config = config
         self.clock = time.monotonic
         self.router = Router(config)
+        self.capture: Capture | None = None
         self.reactor = Reactor()
         self.links: dict[str, Link] = {a.name: Link(a.name, a.linux, geometry=options.geometry,
                                                     arp_timers=options.arp_timers)
@@ -126,6 +129,9 @@ class Daemon:
             self._update_addresses()
             if self.options.state_file:
                 statefile.load(self.options.state_file, self.router, self.clock)
+            if self.options.capture:
+                self.capture = Capture(self.options.capture, [i.name for i in self.config.interfaces])
+                log.info("capturing every packet sent to %s", self.options.capture)
             self._install_signals()
             self.control = ControlServer(self.options.control_path, self.reactor, self.dispatch)
         except BaseException:
@@ -146,6 +152,10 @@ class Daemon:
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.capture is not None:
+            self.capture.close()
+            log.info("capture %s: %d packet(s)", self.capture.path, self.capture.packets)
+            self.capture = None
         for link in self.links.values():
             link.close()
         self._out.clear()
@@ -404,6 +414,8 @@ class Daemon:
         offload), so the engine's incremental update left the L4 field meaningless:
         TCP/UDP outputs go out with the field set to their pseudo-header sum and a
         checksum request for the kernel (offload.to_partial)."""
+        if self.capture is not None:
+            self.capture.write(outs)
         table = self._out
         partial_tx = PARTIAL_TX.get
         addr_words = ADDR_WORDS.unpack_from

@@ -16,7 +16,7 @@ outbound direction flag (the router's own transmissions in a capture taken on
 the router), interfaces the configuration does not name, non-IPv4 frames.
 
 pcapng reading and writing is scapy's (RawPcapNgReader/RawPcapNgWriter); the
-only extension is writing all interface blocks up front (``_Writer``).
+writer is shared with ``passnat run --capture`` (passnat/io/capture.py).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from passnat.config.model import Config
+from passnat.io.capture import DIRECTION_OUTBOUND, pcapng_writer, write_outputs
 from passnat.nat.actions import Output
 from passnat.nat.router import Router
 
@@ -37,7 +38,6 @@ LINKTYPE_RAW = 101
 LINKTYPE_IPV4 = 228
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_LINUX_SLL2 = 276
-DIRECTION_OUTBOUND = 2
 
 
 class ReplayError(Exception):
@@ -84,32 +84,9 @@ class ReplayResult:
                 f"replay: engine counters: {kv(self.drops)}\n")
 
 
-def _writer(path: str, interfaces: list[str]) -> Any:
-    from scapy.utils import RawPcapNgWriter
-
-    class _Writer(RawPcapNgWriter):
-        """scapy's writer, with one interface block per configuration interface up front."""
-
-        def _write_header(self, pkt: Any) -> None:
-            if self.header_present:
-                return
-            self.header_present = True
-            self._write_block_shb()
-            self.interfaces2id = {}
-            for i, name in enumerate(interfaces):
-                self._write_block_idb(linktype=LINKTYPE_RAW, ifname=name.encode())
-                self.interfaces2id[name.encode()] = i
-
-    w = _Writer(path)
-    w.linktype = LINKTYPE_RAW
-    w.write_header(None)
-    return w
-
-
 def replay(config: Config, capture: str, output: str, *, router: Router | None = None) -> ReplayResult:
     """Feed ``capture`` through a router for ``config``; write its outputs to ``output``."""
     from scapy.error import Scapy_Exception
-    from scapy.packet import Raw
     from scapy.utils import RawPcapNgReader, RawPcapReader
 
     names = [i.name for i in config.interfaces]
@@ -125,18 +102,14 @@ def replay(config: Config, capture: str, output: str, *, router: Router | None =
         raise ReplayError(f"{capture} is a classic pcap file: it names no interfaces; use pcapng "
                           "(tshark/dumpcap write it by default) with if_name lan0, lan1, ...")
     try:
-        writer = _writer(output, names)
+        writer = pcapng_writer(output, names)
     except OSError as e:
         reader.close()
         raise ReplayError(f"cannot write {output}: {e.strerror or e}") from None
 
     def write(outs: list[Output], ts: float) -> None:
+        write_outputs(writer, outs, ts)
         for o in outs:
-            p = Raw(load=o.packet)
-            p.time = ts
-            p.sniffed_on = o.interface
-            p.direction = DIRECTION_OUTBOUND
-            writer.write_packet(p)
             res.written[o.interface] += 1
 
     last_timer = float("-inf")

@@ -45,6 +45,7 @@ class RunRequest:
     state_file: str | None = None
     prepare: bool = False
     log_level: str = "info"
+    capture: str | None = None
 
 
 def setup_logging(level: str) -> None:
@@ -138,7 +139,7 @@ def run(req: RunRequest) -> int:
         return _refuse([f"another passnat daemon answers on {req.control_path}"])
     daemon = Daemon(config, DaemonOptions(config_path=req.config_path, attachments=atts,
                                           control_path=req.control_path, state_file=req.state_file,
-                                          host_undo=undo))
+                                          host_undo=undo, capture=req.capture))
     try:
         daemon.start()
     except ControlError as e:

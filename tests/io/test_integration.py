@@ -52,12 +52,13 @@ class Passnat:
         self.conf.write_text(config)
         self.ctl = str(work / "ctl.sock")
         self.state = str(work / "state.json")
+        self.capture = str(work / "sent.pcapng")
         self.log = work / "passnat.log"
         self.proc: Proc | None = None
 
     def argv(self, *extra: str) -> list[str]:
         return [sys.executable, "-m", "passnat", "run", "--config", str(self.conf), "--control", self.ctl,
-                "--state-file", self.state, "--log-level", "debug", *extra]
+                "--state-file", self.state, "--log-level", "debug", "--capture", self.capture, *extra]
 
     def start(self, *extra: str, ns: str = "r") -> None:
         self.proc = self.lab.spawn(ns, self.argv(*extra), stderr_path=self.log)
@@ -280,6 +281,11 @@ def test_cli_commands_against_the_daemon(lab: NetLab, router: Passnat) -> None:
     res = cli("show", "metrics")
     assert res.returncode == 0 and 'passnat_interface_packets_total{direction="rx",interface="lan0"}' in res.stdout
     assert re.search(r'passnat_sessions\{protocol="icmp",type="napt"\} 1', res.stdout), res.stdout
+    # --capture: the echo request and reply the router sent are in the pcapng, on their interfaces
+    from scapy.utils import RawPcapNgReader
+    sent = [(meta.ifname, data) for data, meta in RawPcapNgReader(router.capture)]
+    assert any(ifname == b"lan1" and data[9] == 1 and data[20] == 8 for ifname, data in sent), sent[:3]
+    assert any(ifname == b"lan0" and data[9] == 1 and data[20] == 0 for ifname, data in sent), sent[:3]
     res = cli("doctor")
     assert res.returncode == 0 and res.stdout == "no VPN passthrough problems seen\n", res.stdout + res.stderr
     res = cli("clear", "nat", "session", "all")
