@@ -47,16 +47,11 @@ def pcapng_writer(path: str, interfaces: list[str]) -> Any:
 
 
 def write_outputs(writer: Any, outs: Iterable[Output], ts: float) -> int:
-    """Write engine outputs stamped ``ts``; returns how many."""
-    from scapy.packet import Raw
-
+    """Write engine outputs stamped ``ts`` (bytes straight to scapy's block writer); returns how many."""
     n = 0
     for o in outs:
-        p = Raw(load=o.packet)
-        p.time = ts
-        p.sniffed_on = o.interface
-        p.direction = DIRECTION_OUTBOUND
-        writer.write_packet(p)
+        writer._write_packet(o.packet, LINKTYPE_RAW, sec=ts, ifname=o.interface.encode(),
+                             direction=DIRECTION_OUTBOUND)
         n += 1
     return n
 
@@ -68,10 +63,17 @@ class Capture:
         self.path = path
         self.writer = pcapng_writer(path, interfaces)
         self.packets = 0
+        self._dirty = False
 
     def write(self, outs: Iterable[Output]) -> None:
         self.packets += write_outputs(self.writer, outs, time.time())
-        self.writer.f.flush()  # readable while the router runs (tshark -r, tail)
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Called by the daemon when it has nothing else to do: the file stays readable (tshark -r)."""
+        if self._dirty:
+            self.writer.f.flush()
+            self._dirty = False
 
     def close(self) -> None:
         self.writer.close()

@@ -236,6 +236,8 @@ class Daemon:
             if more:
                 timeout = 0.0
             else:
+                if self.capture is not None:
+                    self.capture.flush()
                 timeout = min(1.0, next_housekeeping - mono)
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - self.clock()))
