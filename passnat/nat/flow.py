@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from passnat.packet.checksum import TTL_DEC_DELTA, add_delta, apply_delta, delta16, delta32
+from passnat.packet.checksum import TTL_DEC_DELTA, add_delta, apply_delta
 
 F_SESS, F_ADDR, F_PORT, F_IPD, F_L4D, F_OIF, F_NH, F_MTU, F_FC, F_SLOW = range(10)
 
@@ -39,11 +39,17 @@ _U32 = struct.Struct("!I")
 
 def make_flow(*, session: Any, old_addr: int, new_addr: int, old_port: int, new_port: int,
               oif: str, nh: str, mtu: int, pseudo: bool, slow: bool = False, fc: Any = None) -> Flow:
-    ipdn = delta32(old_addr, new_addr)
-    l4d = delta16(old_port, new_port)
-    if pseudo:
-        l4d = add_delta(l4d, ipdn)
-    return (session, new_addr, new_port, add_delta(ipdn, TTL_DEC_DELTA), l4d, oif, nh, mtu, fc, slow)
+    # RFC 1624 deltas, folded inline (delta32 / delta16 / add_delta spelled out: this runs
+    # twice per new session)
+    s = ((~old_addr >> 16) & 0xFFFF) + (~old_addr & 0xFFFF) + (new_addr >> 16) + (new_addr & 0xFFFF)
+    s = (s & 0xFFFF) + (s >> 16)
+    ipdn = (s & 0xFFFF) + (s >> 16)
+    s = (~old_port & 0xFFFF) + new_port + (ipdn if pseudo else 0)
+    s = (s & 0xFFFF) + (s >> 16)
+    l4d = (s & 0xFFFF) + (s >> 16)
+    s = ipdn + TTL_DEC_DELTA
+    ipd = (s & 0xFFFF) + (s >> 16)
+    return (session, new_addr, new_port, ipd, l4d, oif, nh, mtu, fc, slow)
 
 
 #: one's complement negation of the TTL delta: adding it takes the TTL change back out

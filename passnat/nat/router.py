@@ -436,7 +436,10 @@ class Router:
         return itf.mtu if itf is not None else 1500
 
     def is_napt_private(self, nat_if: str, addr: int) -> bool:
-        return any(lo <= addr <= hi for lo, hi in self.napt_private.get(nat_if, ()))
+        for lo, hi in self.napt_private.get(nat_if, ()):  # noqa: SIM110 (a loop beats any() and a genexpr here)
+            if lo <= addr <= hi:
+                return True
+        return False
 
     def _on_remove(self, s: Session) -> None:
         handler = self.registry.by_name(s.handler)
@@ -463,11 +466,11 @@ class Router:
             ip = parse(packet)
         except HeaderError as e:
             return self._drop(e.reason)
-        buf = bytearray(packet[:ip.length])
         src = ip.src
         if src == 0 or src >> 24 == 127 or src >> 28 >= 0xE or src in self.local_addrs or src in self.broadcasts:
             return self._drop(Drop.MARTIAN)
-        pkt = Pkt(buf, ip, interface, now, bytes(buf))
+        orig = packet if len(packet) == ip.length else packet[:ip.length]  # link padding cut
+        pkt = Pkt(bytearray(orig), ip, interface, now, orig)
         if ip.frag & 0x1FFF:
             assert self.fragments is not None
             return self.fragments.later(pkt)

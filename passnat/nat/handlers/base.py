@@ -42,20 +42,26 @@ class Priority(IntEnum):
     FALLBACK = 90  # address-only (remote, protocol) sessions for everything else
 
 
-@dataclass(slots=True)
 class Pkt:
-    """A packet on the slow path: the mutable buffer plus parsed fields."""
+    """A packet on the slow path: the mutable buffer plus parsed fields.
 
-    buf: bytearray
-    ip: IPv4
-    iface: str  # ingress interface
-    now: float
-    orig: bytes  # the packet as received (quoted in ICMP errors)
-    sport: int = 0  # TCP/UDP ports, ICMP id (query) or 0
-    dport: int = 0
-    flags: int = 0  # TCP flags
-    icmp_type: int = -1
-    created: list[Session] = field(default_factory=list)  # sessions made for this packet
+    A plain slotted class (one is made per slow-path packet; a dataclass with a
+    default factory costs noticeably more).
+    """
+
+    __slots__ = ("buf", "ip", "iface", "now", "orig", "sport", "dport", "flags", "icmp_type", "created")
+
+    def __init__(self, buf: bytearray, ip: IPv4, iface: str, now: float, orig: bytes):
+        self.buf = buf
+        self.ip = ip
+        self.iface = iface  # ingress interface
+        self.now = now
+        self.orig = orig  # the packet as received (quoted in ICMP errors)
+        self.sport = 0  # TCP/UDP ports, ICMP id (query) or 0
+        self.dport = 0
+        self.flags = 0  # TCP flags
+        self.icmp_type = -1
+        self.created: list[Session] = []  # sessions made for this packet (rolled back on a drop)
 
     @property
     def l4(self) -> int:
