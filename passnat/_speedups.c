@@ -1,17 +1,34 @@
 /*
  * passnat._speedups: the established-flow fast path in C (optional).
  *
- * It does exactly what the pure-Python fast path in passnat/nat/router.py
+ * fast() does exactly what the pure-Python fast path in passnat/nat/router.py
  * does -- one dict lookup of the 12 address/port bytes, then the flow's
  * precomputed rewrite with RFC 1624 incremental checksums -- and returns None
  * whenever the packet needs anything else, so the Python slow path stays the
  * one place with logic.  The flow tuple layout is passnat/nat/flow.py's F_*.
- * If this module cannot be built, passnat runs the same path in Python
+ *
+ * ring_forward() is the same fast path for the daemon (passnat/io/daemon.py
+ * _drain), run over the frames of one TPACKET_V3 ring block: it rewrites each
+ * frame in place in the ring, puts the next hop's cached link-layer header
+ * (virtio_net_hdr + Ethernet, neighbours.py ``fast``) in front of it and sends
+ * it on the egress socket -- what Router.handle() + Daemon._send() do for
+ * such a frame, byte for byte and counter for counter.  It stops at the first
+ * frame it cannot finish (ARP, slow path, unresolved next hop, anything odd)
+ * and leaves it, untouched, to the Python code, which calls it again for the
+ * frames after that one: every frame is handled by exactly one of the two and
+ * all frames go out in ring order.
+ *
+ * If this module cannot be built, passnat runs the same paths in Python
  * (PASSNAT_PURE=1 forces that; tests check both give identical bytes).
  */
+#define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 
 enum { F_SESS, F_ADDR, F_PORT, F_IPD, F_L4D, F_OIF, F_NH, F_MTU, F_FC, F_SLOW, F_LEN };
 
@@ -19,12 +36,122 @@ static PyObject *str_last;
 static PyObject *str_count;
 static PyObject *int_one;
 
+/* ------------------------------------------------------------------ shared */
+
 static inline unsigned fold_apply(unsigned csum, unsigned delta)
 {
     unsigned s = (csum ^ 0xFFFFu) + delta;
     s = (s & 0xFFFFu) + (s >> 16);
     return s ^ 0xFFFFu;
 }
+
+/* What a flow changes in a packet (flow.py F_ADDR, F_PORT, F_IPD, F_L4D). */
+struct rewrite {
+    unsigned long addr;
+    long port, ipd, l4d;
+    int outbound;
+};
+
+/*
+ * The flow for IPv4 packet p (n bytes) arriving on the interface whose fast
+ * table is ft (router.py _build_fast_tables: (outbound, [256 protocol dicts])),
+ * if the fast path may take it: a borrowed reference with *rw filled in.
+ * NULL means the slow path; with an exception set if a Python call failed.
+ */
+static PyObject *
+find_flow(PyObject *ft, const unsigned char *p, Py_ssize_t n, struct rewrite *rw)
+{
+    if (!PyTuple_CheckExact(ft) || PyTuple_GET_SIZE(ft) != 2)
+        return NULL;
+    PyObject *lst = PyTuple_GET_ITEM(ft, 1);
+    if (n < 28 || p[0] != 0x45 || !PyList_CheckExact(lst) || PyList_GET_SIZE(lst) != 256)
+        return NULL;
+    unsigned proto = p[9];
+    PyObject *tbl = PyList_GET_ITEM(lst, proto);
+    if (tbl == Py_None || !PyDict_CheckExact(tbl))
+        return NULL;
+    PyObject *key = PyBytes_FromStringAndSize((const char *)p + 12, 12);
+    if (key == NULL)
+        return NULL;
+    PyObject *fl = PyDict_GetItemWithError(tbl, key);
+    Py_DECREF(key);
+    if (fl == NULL)
+        return NULL;
+    if (!PyTuple_CheckExact(fl) || PyTuple_GET_SIZE(fl) != F_LEN || PyTuple_GET_ITEM(fl, F_SLOW) != Py_False)
+        return NULL;
+    unsigned ttl = p[8];
+    unsigned frag = ((unsigned)p[6] << 8) | p[7];
+    unsigned totlen = ((unsigned)p[2] << 8) | p[3];
+    long mtu = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_MTU));
+    if (mtu == -1 && PyErr_Occurred())
+        return NULL;
+    if (ttl <= 1 || (frag & 0x3FFF) || (Py_ssize_t)totlen != n || n > mtu)
+        return NULL;
+    if (proto == 6) {
+        if (n < 40 || (p[33] & 0x07))
+            return NULL;
+    } else if (proto != 17) {
+        return NULL;
+    }
+    int outbound = PyObject_IsTrue(PyTuple_GET_ITEM(ft, 0));
+    if (outbound < 0)
+        return NULL;
+    rw->outbound = outbound;
+    rw->addr = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(fl, F_ADDR));
+    rw->port = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_PORT));
+    rw->ipd = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_IPD));
+    rw->l4d = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_L4D));
+    if (PyErr_Occurred())
+        return NULL;
+    return fl;
+}
+
+/* Apply a flow found by find_flow to the packet in b, in place: TTL - 1, the
+ * new address and port, both checksums updated incrementally. */
+static void
+apply_flow(unsigned char *b, const struct rewrite *rw)
+{
+    unsigned proto = b[9];
+    unsigned co = proto == 6 ? 36 : 26;
+    unsigned old = ((unsigned)b[co] << 8) | b[co + 1];
+    unsigned c = fold_apply(((unsigned)b[10] << 8) | b[11], (unsigned)rw->ipd);
+    b[8] = (unsigned char)(b[8] - 1);
+    b[10] = (unsigned char)(c >> 8);
+    b[11] = (unsigned char)c;
+    int aoff = rw->outbound ? 12 : 16, poff = rw->outbound ? 20 : 22;
+    b[aoff] = (unsigned char)(rw->addr >> 24);
+    b[aoff + 1] = (unsigned char)(rw->addr >> 16);
+    b[aoff + 2] = (unsigned char)(rw->addr >> 8);
+    b[aoff + 3] = (unsigned char)rw->addr;
+    b[poff] = (unsigned char)(rw->port >> 8);
+    b[poff + 1] = (unsigned char)rw->port;
+    if (old || proto == 6) {
+        unsigned c4 = fold_apply(old, (unsigned)rw->l4d);
+        if (c4 == 0 && proto == 17)
+            c4 = 0xFFFF; /* RFC 768: a computed zero is sent as all ones */
+        b[co] = (unsigned char)(c4 >> 8);
+        b[co + 1] = (unsigned char)c4;
+    }
+}
+
+/* The flow's per-packet bookkeeping: session.last = now, filter counter + 1. */
+static int
+count_flow(PyObject *fl, PyObject *now)
+{
+    if (PyObject_SetAttr(PyTuple_GET_ITEM(fl, F_SESS), str_last, now) < 0)
+        return -1;
+    PyObject *fc = PyTuple_GET_ITEM(fl, F_FC);
+    if (fc == Py_None)
+        return 0;
+    PyObject *cnt = PyObject_GetAttr(fc, str_count);
+    PyObject *inc = cnt ? PyNumber_Add(cnt, int_one) : NULL;
+    Py_XDECREF(cnt);
+    int r = inc == NULL ? -1 : PyObject_SetAttr(fc, str_count, inc);
+    Py_XDECREF(inc);
+    return r;
+}
+
+/* ------------------------------------------------------------------ fast() */
 
 /* fast(fast_tables, interface, packet, now, Output) -> [Output] | None */
 static PyObject *
@@ -43,89 +170,24 @@ fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_RETURN_NONE;
     }
-    if (!PyTuple_CheckExact(ft) || PyTuple_GET_SIZE(ft) != 2)
-        Py_RETURN_NONE;
-    int outbound = PyObject_IsTrue(PyTuple_GET_ITEM(ft, 0));
-    PyObject *lst = PyTuple_GET_ITEM(ft, 1);
     Py_ssize_t n = PyBytes_GET_SIZE(packet);
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
-    if (n < 28 || p[0] != 0x45 || !PyList_CheckExact(lst) || PyList_GET_SIZE(lst) != 256)
-        Py_RETURN_NONE;
-    unsigned proto = p[9];
-    PyObject *tbl = PyList_GET_ITEM(lst, proto);
-    if (tbl == Py_None || !PyDict_CheckExact(tbl))
-        Py_RETURN_NONE;
-    PyObject *key = PyBytes_FromStringAndSize((const char *)p + 12, 12);
-    if (key == NULL)
-        return NULL;
-    PyObject *fl = PyDict_GetItemWithError(tbl, key);
-    Py_DECREF(key);
+    struct rewrite rw;
+    PyObject *fl = find_flow(ft, p, n, &rw);
     if (fl == NULL) {
         if (PyErr_Occurred())
             return NULL;
         Py_RETURN_NONE;
     }
-    if (!PyTuple_CheckExact(fl) || PyTuple_GET_SIZE(fl) != F_LEN || PyTuple_GET_ITEM(fl, F_SLOW) != Py_False)
-        Py_RETURN_NONE;
-    unsigned ttl = p[8];
-    unsigned frag = ((unsigned)p[6] << 8) | p[7];
-    unsigned totlen = ((unsigned)p[2] << 8) | p[3];
-    long mtu = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_MTU));
-    if (ttl <= 1 || (frag & 0x3FFF) || (Py_ssize_t)totlen != n || n > mtu)
-        Py_RETURN_NONE;
-    if (proto == 6) {
-        if (n < 40 || (p[33] & 0x07))
-            Py_RETURN_NONE;
-    } else if (proto != 17) {
-        Py_RETURN_NONE;
-    }
-    unsigned long addr = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(fl, F_ADDR));
-    long port = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_PORT));
-    long ipd = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_IPD));
-    long l4d = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_L4D));
-    if (PyErr_Occurred())
-        return NULL;
-
     PyObject *out = PyBytes_FromStringAndSize(NULL, n);
     if (out == NULL)
         return NULL;
     unsigned char *b = (unsigned char *)PyBytes_AS_STRING(out);
     memcpy(b, p, (size_t)n);
-    b[8] = (unsigned char)(ttl - 1);
-    unsigned c = fold_apply(((unsigned)p[10] << 8) | p[11], (unsigned)ipd);
-    b[10] = (unsigned char)(c >> 8);
-    b[11] = (unsigned char)c;
-    int aoff = outbound ? 12 : 16, poff = outbound ? 20 : 22, co = proto == 6 ? 36 : 26;
-    b[aoff] = (unsigned char)(addr >> 24);
-    b[aoff + 1] = (unsigned char)(addr >> 16);
-    b[aoff + 2] = (unsigned char)(addr >> 8);
-    b[aoff + 3] = (unsigned char)addr;
-    b[poff] = (unsigned char)(port >> 8);
-    b[poff + 1] = (unsigned char)port;
-    unsigned old = ((unsigned)p[co] << 8) | p[co + 1];
-    if (old || proto == 6) {
-        unsigned c4 = fold_apply(old, (unsigned)l4d);
-        if (c4 == 0 && proto == 17)
-            c4 = 0xFFFF; /* RFC 768: a computed zero is sent as all ones */
-        b[co] = (unsigned char)(c4 >> 8);
-        b[co + 1] = (unsigned char)c4;
-    }
-
-    if (PyObject_SetAttr(PyTuple_GET_ITEM(fl, F_SESS), str_last, now) < 0) {
+    apply_flow(b, &rw);
+    if (count_flow(fl, now) < 0) {
         Py_DECREF(out);
         return NULL;
-    }
-    PyObject *fc = PyTuple_GET_ITEM(fl, F_FC);
-    if (fc != Py_None) {
-        PyObject *cnt = PyObject_GetAttr(fc, str_count);
-        PyObject *inc = cnt ? PyNumber_Add(cnt, int_one) : NULL;
-        Py_XDECREF(cnt);
-        if (inc == NULL || PyObject_SetAttr(fc, str_count, inc) < 0) {
-            Py_XDECREF(inc);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(inc);
     }
     PyObject *callargs[3] = {PyTuple_GET_ITEM(fl, F_OIF), PyTuple_GET_ITEM(fl, F_NH), out};
     PyObject *o = PyObject_Vectorcall(output, callargs, 3, NULL);
@@ -141,15 +203,357 @@ fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* ------------------------------------------------------------ ring_forward() */
+
+/* The per-link state array (array('q'), Link.fast_state; daemon.py names the same indexes). */
+enum {
+    ST_OFF,        /* in/out: ring offset of the next frame */
+    ST_LEFT,       /* in/out: frames left in the block */
+    ST_RX_BYTES,   /* out: wire bytes of the frames handled here (added up) */
+    ST_PARTIAL,    /* out: of those, frames with a partial checksum */
+    ST_TX_PACKETS, /* out: frames sent on this link */
+    ST_TX_BYTES,   /* out: their bytes without the virtio_net_hdr */
+    ST_TX_ERRORS,  /* out: frames the kernel refused */
+    ST_FAST,       /* out: frames handled here (received on this link) */
+    ST_LEN
+};
+
+#define TP_HDR_READ 28          /* tpacket3_hdr bytes read: next_offset .. tp_net */
+#define TP_HDR_SIZE 48          /* sizeof(struct tpacket3_hdr): never written over */
+#define TP_STATUS_CSUMNOTREADY 8
+#define VNET_LEN 10             /* struct virtio_net_hdr */
+#define L2_LEN (VNET_LEN + 14)  /* what goes in front of the IPv4 packet */
+#define MAX_PORTS 8             /* egress links one call can send on */
+#define BATCH 32                /* frames queued per egress before one sendmmsg */
+
+/* An egress link seen during one call: its table entry and its state array. */
+struct port {
+    PyObject *entry;  /* the egress dict's (neighbour fast dict, fd, state) tuple */
+    PyObject *neigh;  /* borrowed from entry: str(next hop) -> virtio_net_hdr + Ethernet header */
+    int fd;
+    Py_buffer view;
+    int64_t *st;
+    unsigned nq;
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+};
+static int use_mmsg;
+
+static void
+port_flush(struct port *pt)
+{
+    unsigned i = 0;
+    while (i < pt->nq) {
+        int r = sendmmsg(pt->fd, pt->msgs + i, pt->nq - i, MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            pt->st[ST_TX_ERRORS]++;
+            i++;
+            continue;
+        }
+        for (int k = 0; k < r; k++) {
+            pt->st[ST_TX_PACKETS]++;
+            pt->st[ST_TX_BYTES] += (int64_t)pt->iov[i + k].iov_len - VNET_LEN;
+        }
+        i += (unsigned)r;
+    }
+    pt->nq = 0;
+}
+
+struct call {
+    unsigned char *ring;
+    Py_ssize_t limit;       /* end of the block: nothing at or after it is touched */
+    PyObject *ft;           /* the ingress interface's fast table (a reference held for the call) */
+    PyObject *egress;
+    PyObject *now;
+    long plain, partial_max;
+    int64_t *st;            /* the ingress link's state */
+    struct port ports[MAX_PORTS];
+    int nports;
+};
+
+static inline uint32_t rd32(const unsigned char *b)
+{
+    uint32_t v;
+    memcpy(&v, b, 4); /* host order, possibly unaligned */
+    return v;
+}
+
+static inline unsigned rd16(const unsigned char *b)
+{
+    uint16_t v;
+    memcpy(&v, b, 2);
+    return v;
+}
+
+/* The egress port for entry (a table value), opened on first use; NULL: not usable. */
+static struct port *
+get_port(struct call *c, PyObject *entry)
+{
+    for (int i = 0; i < c->nports; i++)
+        if (c->ports[i].entry == entry)
+            return &c->ports[i];
+    if (c->nports == MAX_PORTS || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3)
+        return NULL;
+    PyObject *neigh = PyTuple_GET_ITEM(entry, 0), *fd = PyTuple_GET_ITEM(entry, 1);
+    if (!PyDict_CheckExact(neigh) || !PyLong_CheckExact(fd))
+        return NULL;
+    struct port *pt = &c->ports[c->nports];
+    long v = PyLong_AsLong(fd);
+    if (v < 0 || v > INT32_MAX) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(entry, 2), &pt->view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (pt->view.itemsize != 8 || pt->view.len < ST_LEN * 8 || pt->view.format == NULL
+        || strcmp(pt->view.format, "q") != 0) {
+        PyBuffer_Release(&pt->view);
+        return NULL;
+    }
+    pt->entry = Py_NewRef(entry); /* kept for the call: Python code may run (filter counters) */
+    pt->neigh = neigh;
+    pt->fd = (int)v;
+    pt->st = (int64_t *)pt->view.buf;
+    pt->nq = 0;
+    c->nports++;
+    return pt;
+}
+
+/* The cached link-layer header (a new reference to 24 bytes) for next hop nh on port pt, or NULL. */
+static PyObject *
+neighbour_header(struct port *pt, PyObject *nh)
+{
+    /* the daemon looks up str(next_hop): an exact str, so the dict never calls
+     * the Addr subclass's Python-level __eq__ */
+    PyObject *key = PyUnicode_CheckExact(nh) ? Py_NewRef(nh) : PyUnicode_FromObject(nh);
+    if (key == NULL)
+        return NULL;
+    PyObject *hdr = PyDict_GetItemWithError(pt->neigh, key);
+    Py_DECREF(key);
+    if (hdr == NULL || !PyBytes_CheckExact(hdr) || PyBytes_GET_SIZE(hdr) != L2_LEN)
+        return NULL;
+    return Py_NewRef(hdr);
+}
+
+/*
+ * Forward the frame at ring offset off if it takes the fast path: 1 when it
+ * was handled (*next = offset of the following frame), 0 when it is left to
+ * Python untouched.  Every check comes before the first change, and the
+ * changes stay inside this frame's own bytes (from after its tpacket3_hdr to
+ * the end of its captured data, before the next frame), so the frames left to
+ * Python read the same bytes as without this path, even in a corrupt block.
+ */
+static int
+forward_one(struct call *c, Py_ssize_t off, int last, Py_ssize_t *next)
+{
+    if (off < 0 || off + TP_HDR_READ > c->limit)
+        return 0;
+    unsigned char *f = c->ring + off;
+    uint32_t nxt = rd32(f), snap = rd32(f + 12), length = rd32(f + 16), status = rd32(f + 20);
+    unsigned mac = rd16(f + 24), net = rd16(f + 26);
+    Py_ssize_t end = off + (Py_ssize_t)mac + (Py_ssize_t)snap; /* end of the captured bytes */
+    if (end > c->limit || (!last && off + (Py_ssize_t)nxt < end) || mac < VNET_LEN || net < mac + 14
+        || net < TP_HDR_SIZE + L2_LEN || off + (Py_ssize_t)net + 28 > end)
+        return 0;
+    const unsigned char *eth = f + mac;
+    unsigned char *p = f + net;
+    if (eth[12] != 0x08 || eth[13] != 0x00)
+        return 0; /* ARP */
+    Py_ssize_t n = ((Py_ssize_t)p[2] << 8) | p[3];
+    if (n < 28 || off + (Py_ssize_t)net + n > end)
+        return 0; /* Python would pass a packet whose length differs from its header's: slow path */
+    int partial = 0;
+    if ((status & TP_STATUS_CSUMNOTREADY) || (long)length > c->plain) {
+        /* the daemon's partial-checksum path: the same tests, in the same order */
+        const unsigned char *v = eth - VNET_LEN;
+        unsigned flags = v[0], gso = v[1];
+        long cstart = (long)(v[6] | (v[7] << 8)), coff = (long)(v[8] | (v[9] << 8));
+        long a = cstart - ((long)net - (long)mac);
+        if (gso || length > snap || !(flags & 1) || !(20 <= a && a < n - coff - 1))
+            return 0; /* super-frame, truncated, odd request: Python's _rx_special */
+        if (!(n <= c->partial_max - 4)) {
+            if (n > c->partial_max)
+                return 0; /* the engine may fragment it: Python finishes the checksum */
+            if (p[9] == 6) {
+                if (a + 13 >= n || (p[a + 13] & 2))
+                    return 0; /* a SYN near the MTU: the engine may add an MSS option */
+            }
+        }
+        partial = 1;
+    }
+    struct rewrite rw;
+    PyObject *fl = find_flow(c->ft, p, n, &rw);
+    if (fl == NULL)
+        goto python;
+    PyObject *entry = PyDict_GetItemWithError(c->egress, PyTuple_GET_ITEM(fl, F_OIF));
+    if (entry == NULL)
+        goto python;
+    struct port *pt = get_port(c, entry);
+    if (pt == NULL)
+        goto python;
+    PyObject *hdrobj = neighbour_header(pt, PyTuple_GET_ITEM(fl, F_NH));
+    if (hdrobj == NULL)
+        goto python; /* next hop not resolved: ARP in Python */
+    Py_INCREF(fl); /* count_flow may run Python code (a filter counter's setter) */
+    int counted = count_flow(fl, c->now);
+    Py_DECREF(fl);
+    if (counted < 0) {
+        Py_DECREF(hdrobj);
+        goto python; /* the Python path does the same and reports the error */
+    }
+    const unsigned char *hdr = (const unsigned char *)PyBytes_AS_STRING(hdrobj);
+
+    /* ---- committed: nothing below can fail ---- */
+    apply_flow(p, &rw);
+    unsigned char *l2 = p - L2_LEN; /* inside this frame: net >= TP_HDR_SIZE + L2_LEN */
+    if (partial) {
+        /* offload.to_partial: the kernel finishes the L4 checksum; the field holds
+         * the pseudo-header sum and the virtio_net_hdr asks for the rest */
+        unsigned tcp = p[9] == 6, co = tcp ? 36 : 26;
+        uint32_t s = ((p[12] << 8) | p[13]) + ((p[14] << 8) | p[15]) + ((p[16] << 8) | p[17])
+                     + ((p[18] << 8) | p[19]) + p[9] + (uint32_t)(n - 20);
+        s = (s & 0xFFFF) + (s >> 16);
+        s = (s & 0xFFFF) + (s >> 16);
+        p[co] = (unsigned char)(s >> 8);
+        p[co + 1] = (unsigned char)s;
+        static const unsigned char vnet_tcp[VNET_LEN] = {1, 0, 0, 0, 0, 0, 34, 0, 16, 0};
+        static const unsigned char vnet_udp[VNET_LEN] = {1, 0, 0, 0, 0, 0, 34, 0, 6, 0};
+        memcpy(l2 + VNET_LEN, hdr + VNET_LEN, L2_LEN - VNET_LEN);
+        memcpy(l2, tcp ? vnet_tcp : vnet_udp, VNET_LEN);
+        c->st[ST_PARTIAL]++;
+    } else {
+        memcpy(l2, hdr, L2_LEN);
+    }
+    Py_DECREF(hdrobj);
+    if (use_mmsg) {
+        if (pt->nq == BATCH)
+            port_flush(pt);
+        unsigned q = pt->nq++;
+        pt->iov[q].iov_base = l2;
+        pt->iov[q].iov_len = (size_t)(n + L2_LEN);
+        memset(&pt->msgs[q], 0, sizeof(pt->msgs[q]));
+        pt->msgs[q].msg_hdr.msg_iov = &pt->iov[q];
+        pt->msgs[q].msg_hdr.msg_iovlen = 1;
+        goto sent;
+    }
+    ssize_t r;
+    do {
+        r = send(pt->fd, l2, (size_t)(n + L2_LEN), MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        pt->st[ST_TX_ERRORS]++;
+    } else {
+        pt->st[ST_TX_PACKETS]++;
+        pt->st[ST_TX_BYTES] += n + L2_LEN - VNET_LEN;
+    }
+sent:
+    c->st[ST_RX_BYTES] += length;
+    c->st[ST_FAST]++;
+    *next = off + (Py_ssize_t)nxt;
+    return 1;
+
+python:
+    PyErr_Clear(); /* a failed Python call before the commit: the Python path repeats it */
+    return 0;
+}
+
+/*
+ * ring_forward(ring, limit, interface, now, fast_tables, egress, plain, partial_max, state) -> None
+ *
+ *   ring         the mmap'ed ring (writable buffer)
+ *   limit        end offset of the current block
+ *   interface    ingress configuration interface name
+ *   now          the engine's clock for this block (stored as session.last)
+ *   fast_tables  Router.fast_tables
+ *   egress       interface name -> (neighbour fast dict, send socket fd, that link's state)
+ *   plain        largest frame without a partial checksum request (link MTU + 14)
+ *   partial_max  Daemon.partial_max
+ *   state        the ingress link's state array: ST_OFF and ST_LEFT in and out
+ *
+ * Handles frames from state[ST_OFF] on, at most state[ST_LEFT], until one
+ * needs Python; the counters in the state arrays are added to (the daemon
+ * folds them into the Link objects).  Raises only for bad arguments, before
+ * any frame is touched.
+ */
+static PyObject *
+ring_forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "ring_forward() takes 9 arguments");
+        return NULL;
+    }
+    struct call c;
+    c.nports = 0;
+    c.now = args[3];
+    c.egress = args[5];
+    if (!PyDict_CheckExact(args[4]) || !PyDict_CheckExact(c.egress)) {
+        PyErr_SetString(PyExc_TypeError, "ring_forward(): fast_tables and egress must be dicts");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    c.plain = PyLong_AsLong(args[6]);
+    c.partial_max = PyLong_AsLong(args[7]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer ring, state;
+    if (PyObject_GetBuffer(args[0], &ring, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[8], &state, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&ring);
+        return NULL;
+    }
+    if (limit < 0 || limit > ring.len || state.itemsize != 8 || state.len < ST_LEN * 8 || state.format == NULL
+        || strcmp(state.format, "q") != 0) {
+        PyBuffer_Release(&state);
+        PyBuffer_Release(&ring);
+        PyErr_SetString(PyExc_ValueError, "ring_forward(): limit outside the ring or state not array('q') of 8");
+        return NULL;
+    }
+    c.ring = (unsigned char *)ring.buf;
+    c.limit = limit;
+    c.st = (int64_t *)state.buf;
+    c.ft = Py_XNewRef(PyDict_GetItemWithError(args[4], args[2]));
+    PyErr_Clear();
+    if (c.ft != NULL) {
+        Py_ssize_t off = (Py_ssize_t)c.st[ST_OFF];
+        int64_t left = c.st[ST_LEFT];
+        Py_ssize_t next;
+        while (left > 0 && forward_one(&c, off, left == 1, &next)) {
+            off = next;
+            left--;
+        }
+        c.st[ST_OFF] = off;
+        c.st[ST_LEFT] = left;
+    }
+    Py_XDECREF(c.ft);
+    for (int i = 0; i < c.nports; i++)
+        port_flush(&c.ports[i]);
+    for (int i = 0; i < c.nports; i++) {
+        PyBuffer_Release(&c.ports[i].view);
+        Py_DECREF(c.ports[i].entry);
+    }
+    PyBuffer_Release(&state);
+    PyBuffer_Release(&ring);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"fast", (PyCFunction)(void (*)(void))fast, METH_FASTCALL,
      "fast(tables, interface, packet, now, Output) -> [Output] or None (take the slow path)"},
+    {"ring_forward", (PyCFunction)(void (*)(void))ring_forward, METH_FASTCALL,
+     "ring_forward(ring, limit, interface, now, fast_tables, egress, plain, partial_max, state) -> None:\n"
+     "forward the fast-path frames of a ring block from state[0] until one needs Python"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "passnat._speedups",
-    "The established-flow fast path in C (see passnat/nat/router.py).", -1, methods,
+    "The established-flow fast path in C: per packet for the engine, per ring block for the daemon "
+    "(see passnat/nat/router.py and passnat/io/daemon.py).", -1, methods,
 };
 
 PyMODINIT_FUNC
@@ -158,6 +562,7 @@ PyInit__speedups(void)
     str_last = PyUnicode_InternFromString("last");
     str_count = PyUnicode_InternFromString("count");
     int_one = PyLong_FromLong(1);
+    use_mmsg = getenv("PASSNAT_SENDMMSG") != NULL;
     if (str_last == NULL || str_count == NULL || int_one == NULL)
         return NULL;
     return PyModule_Create(&module);

@@ -203,6 +203,9 @@ class TxSocket:
             raise
         self.send = self.sock.send
 
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
     def close(self) -> None:
         self.sock.close()
 

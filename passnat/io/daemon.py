@@ -17,6 +17,17 @@ Loop (``run``), one turn:
      unreachable for packets whose next hop never answered ARP;
   4. a pending SIGHUP reload or SIGTERM/SIGINT stop.
 
+Fast path in C: when ``passnat._speedups`` is built (and ``PASSNAT_PURE`` is
+not set, and no capture is written), ``_drain`` hands each ring block to
+``ring_forward`` first.  It forwards established TCP/UDP flows whose next hop
+is resolved -- the engine's fast path plus ``_send``, same bytes, same
+counters -- straight from the ring to the egress socket, and stops at the
+first frame that needs anything else; the Python loop below takes that one
+frame and calls it again for the rest.  So each frame is handled by exactly
+one of the two, in ring order, and the frames go out in the order the Python
+loop alone would send them.  It is skipped for a block whose clock has
+reached the engine's next deadline (``handle`` runs the timers first).
+
 Time: the engine and the ARP tables get ``time.monotonic()``, read once per
 ring block (the engine never reads a clock; statefile.py adds the downtime
 when sessions are restored).
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import struct
@@ -71,6 +83,13 @@ from passnat.packet import icmp
 
 log = logging.getLogger("passnat.daemon")
 
+try:  # the optional C ring path (passnat/_speedups.c ring_forward); without it the same in Python
+    from passnat._speedups import ring_forward as _ring_forward  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the build
+    _ring_forward = None
+if os.environ.get("PASSNAT_PURE"):
+    _ring_forward = None
+
 _NUM_FIRST = struct.Struct("=II")
 _U32 = struct.Struct("=I")
 _H = struct.Struct("!H")
@@ -102,6 +121,9 @@ class Daemon:
                                                     arp_timers=options.arp_timers)
                                        for a in options.attachments}
         self._out: dict[str, tuple[Link, dict[str, bytes], Callable[[bytes], int]]] = {}
+        #: ring_forward's view of the same: interface -> (ARP fast map, send socket fd, link state)
+        self._egress: dict[str, tuple[dict[str, bytes], int, Any]] = {}
+        self.ring_forward: Callable[..., None] | None = _ring_forward
         self.counters: Counter[str] = Counter()
         self.partial_max = self._partial_max(config)
         self.control: ControlServer | None = None
@@ -125,7 +147,7 @@ class Daemon:
                 link.open()
                 assert link.ring is not None and link.neigh is not None and link.tx is not None
                 self.reactor.watch(link.ring.fileno(), POLLIN, _ignore)
-                self._out[link.name] = (link, link.neigh.fast, link.tx.send)
+                self.bind_output(link)
             self._update_addresses()
             if self.options.state_file:
                 statefile.load(self.options.state_file, self.router, self.clock)
@@ -156,13 +178,20 @@ class Daemon:
             self.capture.close()
             log.info("capture %s: %d packet(s)", self.capture.path, self.capture.packets)
             self.capture = None
+        self._out.clear()
+        self._egress.clear()
         for link in self.links.values():
             link.close()
-        self._out.clear()
         self._remove_signals()
         if self.options.host_undo is not None:
             self.options.host_undo.undo()
             self.options.host_undo = None
+
+    def bind_output(self, link: Link) -> None:
+        """Register ``link``'s send socket and ARP cache as an egress (after ``link.open``)."""
+        assert link.neigh is not None and link.tx is not None
+        self._out[link.name] = (link, link.neigh.fast, link.tx.send)
+        self._egress[link.name] = (link.neigh.fast, link.tx.fileno(), link.fast_state)
 
     def stop(self) -> None:
         """Clean stop: save sessions (``--state-file``), then ``close``."""
@@ -290,6 +319,10 @@ class Daemon:
         name = link.name
         plain = link.mtu + 14
         budget = self.options.budget
+        forward = self.ring_forward if self.capture is None else None
+        router = self.router
+        egress = self._egress
+        state = link.fast_state
         done = 0
         while done < budget:
             base = ring.block * bsize
@@ -299,12 +332,23 @@ class Daemon:
             now = clock()
             off = base + first
             nbytes = 0
-            for _ in range(num):
+            left = num
+            while left:
+                if forward is not None and now < router.deadline:
+                    # the C ring path takes frames from here until one needs Python
+                    state[0] = off
+                    state[1] = left
+                    forward(mm, base + bsize, name, now, router.fast_tables, egress, plain, partial_max, state)
+                    left = state[1]
+                    if not left:
+                        break
+                    off = state[0]
                 cur = off
-                nxt, snap, length, status, mac, net = unpack(mm, cur)
-                off = cur + nxt
-                nbytes += length
+                left -= 1
                 try:
+                    nxt, snap, length, status, mac, net = unpack(mm, cur)
+                    off = cur + nxt
+                    nbytes += length
                     if mm[cur + mac + 13] == 0:  # ethertype 0x0800 (the filter passes IPv4 and ARP only)
                         p = cur + net
                         total = mm[p + 2] << 8 | mm[p + 3]
@@ -339,6 +383,9 @@ class Daemon:
             ring.block = (ring.block + 1) % bnr
             link.rx_packets += num
             link.rx_bytes += nbytes
+            if forward is not None:
+                for lk in self.links.values():
+                    lk.fold_fast_state()
             done += num
         return mm[ring.block * bsize + 8] & 1 == 1
 

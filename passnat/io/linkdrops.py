@@ -41,6 +41,8 @@ EXPLAIN: dict[LinkDrop, str] = {
 EVENTS: dict[str, str] = {
     "rx_checksum_partial": "packets with a partial checksum (peer checksum offload): finished by the kernel "
                            "on send (or by passnat when the packet might be fragmented)",
+    "rx_fast_path": "packets of established TCP/UDP flows forwarded by the compiled ring path "
+                    "(passnat/_speedups.c; 0 when it is not built or PASSNAT_PURE is set)",
     "rx_superframes_segmented": "super-frames from a peer with TSO/GSO cut into wire-sized packets",
     "rx_segments_made": "packets made by segmenting super-frames",
     "arp_requests_sent": "ARP requests sent (resolution and re-confirmation)",

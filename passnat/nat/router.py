@@ -258,6 +258,18 @@ class Router:
                     return [Output(fl[F_OIF], fl[F_NH], bytes(b))]
         return self._slow(interface, packet, now)
 
+    @property
+    def fast_tables(self) -> dict[str, tuple[bool, list[Any]]]:
+        """Per ingress interface: (outbound?, protocol -> {12 address/port bytes: flow}), the
+        tables the fast path reads (the daemon's C ring path reads them too)."""
+        return self._fast
+
+    @property
+    def deadline(self) -> float:
+        """``handle`` first runs the timers due when ``now`` reaches this; below it a packet's
+        fast path is all ``handle`` does, so a caller may take it without ``handle``."""
+        return self._deadline
+
     def wake(self, deadline: float) -> None:
         """Modules call this when they start something that needs ``on_timer`` by ``deadline``."""
         if deadline < self._deadline:

@@ -5,11 +5,16 @@ the wire: ARP answering and resolution, Ethernet framing, partial checksums
 (TP_STATUS_CSUMNOTREADY + virtio_net_hdr), super-frame segmentation, truncated
 frames, ICMP host unreachable after an ARP failure, the per-turn budget,
 exceptions counted instead of raised, control dispatch and SIGHUP reloads.
+
+Every test runs twice: with the C ring path (passnat._speedups.ring_forward,
+which sends on the fake socket's file descriptor) and with the Python loop
+alone (as with PASSNAT_PURE=1).  tests/io/test_ring_forward.py compares the two
+frame by frame.
 """
 from __future__ import annotations
 
-import mmap
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,153 +23,24 @@ from scapy.all import ICMP, IP, TCP, UDP, Ether, raw  # type: ignore[attr-define
 from scapy.layers.inet import IPerror
 from scapy.layers.l2 import ARP
 
-from passnat.config import parse_config
-from passnat.io.afpacket import TP_STATUS_CSUMNOTREADY, RingGeometry
-from passnat.io.daemon import Daemon, DaemonOptions
-from passnat.io.ether import mac_bytes
-from passnat.io.hostsetup import Attachment
-from passnat.io.neighbours import ArpTimers, NeighbourTable
-from passnat.io.offload import GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_NONE, complete_partial, parse_vnet
-from passnat.packet.checksum import pseudo_sum
-
-CONFIG = """\
-interface lan0 add 192.168.0.1/24
-interface lan1 add 203.0.113.1/24
-nat napt add private 192.168.0.0-192.168.0.255 interface lan1
-"""
-MACS = {"lan0": "02:00:00:00:00:01", "lan1": "02:00:00:00:01:01"}
-PC_MAC, SRV_MAC = "02:00:00:00:00:0b", "02:00:00:00:01:0a"
-BLOCK = 1 << 16
-NBLOCKS = 4
+from passnat.io import daemon as daemon_module
+from passnat.io.afpacket import TP_STATUS_CSUMNOTREADY
+from passnat.io.offload import GSO_TCPV4
+from tests.io.fakes import CONFIG, MACS, PC_MAC, SRV_MAC, FakeTx, arp_frame, checks_ok, eth, learn, make_daemon, partial
 
 
-class FakeRing:
-    """A TPACKET_V3 ring in anonymous memory: ``put`` fills blocks the way the kernel does."""
-
-    def __init__(self) -> None:
-        self.mm = mmap.mmap(-1, BLOCK * NBLOCKS)
-        self.block = 0
-        self.block_size = BLOCK
-        self.block_nr = NBLOCKS
-        self.fill = 0
-
-    def put(self, frames: list[tuple[bytes, int, bytes, int | None]]) -> None:
-        """One block of (frame, status, vnet header, wire length or None)."""
-        base = self.fill * BLOCK
-        assert self.mm[base + 8] == 0, "block still owned by the reader"
-        off = 48
-        prev = None
-        for frame, status, vnet, wirelen in frames:
-            mac = 48 + 20 + 14 + 10  # tpacket3_hdr, sockaddr_ll, alignment, vnet header
-            start = base + off
-            struct.pack_into("=I8xIIIHH", self.mm, start, 0, len(frame), wirelen or len(frame), status, mac,
-                             mac + 14)
-            self.mm[start + mac - 10:start + mac] = vnet or bytes(10)
-            self.mm[start + mac:start + mac + len(frame)] = frame
-            if prev is not None:
-                struct.pack_into("=I", self.mm, prev, start - prev)
-            prev = start
-            off += (mac + len(frame) + 15) // 16 * 16
-        struct.pack_into("=III", self.mm, base + 8, 1, len(frames), 48)
-        self.fill = (self.fill + 1) % NBLOCKS
-
-    def ring_stats(self) -> tuple[int, int, int]:
-        return (0, 0, 0)
-
-
-class FakeTx:
-    """A send socket with PACKET_VNET_HDR and a NIC that computes requested checksums."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.partial = 0
-        self.fail = False
-
-    def send(self, frame: bytes) -> int:
-        if self.fail:
-            raise BlockingIOError
-        vnet, frame = parse_vnet(frame, 0), frame[10:]
-        assert vnet.gso_type == 0
-        if vnet.flags & VNET_F_NEEDS_CSUM:
-            self.partial += 1
-            frame = complete_partial(frame, vnet.csum_start, vnet.csum_offset)
-        self.frames.append(frame)
-        return len(frame) + 10
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_daemon(tmp_path: Path, budget: int = 2048) -> tuple[Daemon, dict[str, FakeRing], dict[str, FakeTx],
-                                                             Clock]:
-    conf = tmp_path / "r.conf"
-    conf.write_text(CONFIG)
-    opts = DaemonOptions(config_path=str(conf), attachments=[Attachment("lan0", "eth0", 1500),
-                                                             Attachment("lan1", "eth1", 1500)],
-                         control_path=str(tmp_path / "c.sock"), geometry=RingGeometry(),
-                         arp_timers=ArpTimers(interval=1.0, retries=2), budget=budget)
-    d = Daemon(parse_config(CONFIG, str(conf)), opts)
-    clock = Clock()
-    d.clock = clock
-    rings, txs = {}, {}
-    for name, link in d.links.items():
-        rings[name], txs[name] = FakeRing(), FakeTx()
-        link.ring = rings[name]  # type: ignore[assignment]
-        link.tx = txs[name]  # type: ignore[assignment]
-        link.neigh = NeighbourTable(name, mac_bytes(MACS[name]), opts.arp_timers, prefix=VNET_NONE)
-        link.mtu = 1500
-        d._out[name] = (link, link.neigh.fast, txs[name].send)
-    d._update_addresses()
-    return d, rings, txs, clock
-
-
-def eth(pkt: bytes, src: str = PC_MAC, dst: str = MACS["lan0"]) -> bytes:
-    return raw(Ether(src=src, dst=dst) / IP(pkt))
-
-
-def arp_frame(op: int, hwsrc: str, psrc: str, pdst: str, dst: str = "ff:ff:ff:ff:ff:ff") -> bytes:
-    return raw(Ether(src=hwsrc, dst=dst) / ARP(op=op, hwsrc=hwsrc, psrc=psrc, pdst=pdst,
-                                              hwdst="00:00:00:00:00:00" if op == 1 else MACS["lan1"]))
-
-
-def partial(pkt: bytes) -> tuple[bytes, bytes]:
-    """``pkt`` with a CHECKSUM_PARTIAL L4 field, and the vnet header describing it."""
-    ihl = (pkt[0] & 15) * 4
-    co = 16 if pkt[9] == 6 else 6
-    src, dst = struct.unpack_from("!II", pkt, 12)
-    field = struct.pack("!H", pseudo_sum(src, dst, pkt[9], len(pkt) - ihl))
-    vnet = struct.pack("<BBHHHH", VNET_F_NEEDS_CSUM, 0, 0, 0, 14 + ihl, co)
-    return pkt[:ihl + co] + field + pkt[ihl + co + 2:], vnet
-
-
-def checks_ok(frame: bytes) -> IP:
-    ip = Ether(frame)[IP]
-    fresh = IP(raw(ip))
-    del fresh.chksum
-    for layer in (TCP, UDP, ICMP):
-        if fresh.haslayer(layer):
-            del fresh[layer].chksum
-            break
-    rebuilt = IP(raw(fresh))
-    assert rebuilt.chksum == ip.chksum
-    for layer in (TCP, UDP, ICMP):
-        if ip.haslayer(layer):
-            assert rebuilt[layer].chksum == ip[layer].chksum, f"{layer.__name__} checksum wrong"
-            break
-    return ip
-
-
-def learn(d: Daemon, rings: dict[str, FakeRing]) -> None:
-    """The PC and the server ARP for the router: both get learned."""
-    rings["lan0"].put([(arp_frame(1, PC_MAC, "192.168.0.11", "192.168.0.1"), 0, b"", None)])
-    rings["lan1"].put([(arp_frame(1, SRV_MAC, "203.0.113.10", "203.0.113.1"), 0, b"", None)])
-    for link in d.links.values():
-        d._drain(link)
+@pytest.fixture(autouse=True, params=["c", "python"])
+def ring_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test with the C ring path, then with the Python loop alone."""
+    if request.param == "c":
+        if daemon_module._ring_forward is None:
+            pytest.fail("passnat._speedups is not built (ring_forward missing)")
+    else:
+        monkeypatch.setattr(daemon_module, "_ring_forward", None)
+    yield request.param
+    for tx in FakeTx.opened:
+        tx.close()
+    FakeTx.opened.clear()
 
 
 def test_arp_answered_then_forwarding_with_macs(tmp_path: Path) -> None:
@@ -276,7 +152,8 @@ def test_budget_bounds_one_turn_and_errors_are_counted(tmp_path: Path) -> None:
         raise RuntimeError("engine bug")
 
     d.router.handle = boom  # type: ignore[method-assign]
-    rings["lan0"].put([(eth(pkt), 0, b"", None)] * 2)
+    new_flow = raw(IP(src="192.168.0.11", dst="203.0.113.10") / UDP(sport=5001, dport=53))  # slow path
+    rings["lan0"].put([(eth(new_flow), 0, b"", None)] * 2)
     d._drain(d.links["lan0"])
     assert d.counters["internal_error"] == 2
 
