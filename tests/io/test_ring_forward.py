@@ -106,7 +106,7 @@ class Spec:
     variant: str = ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build(spec: Spec) -> tuple[bytes, int, bytes, int | None]:
     """(frame, status, vnet header, wire length) as FakeRing.put takes them."""
     if spec.kind == "arp_srv2":
@@ -373,7 +373,7 @@ def test_hostile_ring_contents_never_crash(data: bytes, off: int, left: int, lim
         daemon_module._ring_forward(*_call_args(d, ring, state, limit=limit))
         assert bytes(ring.mm)[limit:] == before[limit:]
         if state[1] != left:  # frames were forwarded: each one inside the block
-            assert 0 <= state[0] and left > state[1] >= 0
+            assert state[0] >= 0 and left > state[1] >= 0
 
 
 def test_a_long_run_leaks_neither_references_nor_memory(tmp_path: Path) -> None:
