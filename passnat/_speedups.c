@@ -2,10 +2,11 @@
  * passnat._speedups: the established-flow fast path in C (optional).
  *
  * fast() does exactly what the pure-Python fast path in passnat/nat/router.py
- * does -- one dict lookup of the 12 address/port bytes, then the flow's
+ * does -- one dict lookup of the 12 address/port bytes, then the session's
  * precomputed rewrite with RFC 1624 incremental checksums -- and returns None
  * whenever the packet needs anything else, so the Python slow path stays the
- * one place with logic.  The flow tuple layout is passnat/nat/flow.py's F_*.
+ * one place with logic.  The session's rewrite slots and hop tuple are
+ * passnat/nat/flow.py's (configure() learns where the slots are).
  *
  * ring_forward() is the same fast path for the daemon (passnat/io/daemon.py
  * _drain), run over the frames of one TPACKET_V3 ring block: it rewrites each
@@ -24,17 +25,62 @@
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
-enum { F_SESS, F_ADDR, F_PORT, F_IPD, F_L4D, F_OIF, F_NH, F_MTU, F_FC, F_SLOW, F_LEN };
+/* A session's hop tuple (passnat/nat/flow.py H_*). */
+enum { H_OIF, H_NH, H_MTU, H_SLOW, H_FC, H_LEN };
 
-static PyObject *str_last;
 static PyObject *str_count;
 static PyObject *int_one;
+
+/*
+ * The Session class (passnat/nat/session.py) and where its slots live:
+ * configure(Session) reads the offsets from the class's member descriptors,
+ * so C reads and writes them as CPython's own slot descriptors do.
+ */
+static PyTypeObject *session_type;
+enum { S_LAST, S_IN_ADDR, S_IN_PORT, S_OUT_ADDR, S_OUT_PORT,
+       S_O_IPD, S_O_L4D, S_O_HOP, S_I_IPD, S_I_L4D, S_I_HOP, S_NSLOTS };
+static const char *const slot_names[S_NSLOTS] = {
+    "last", "in_addr", "in_port", "out_addr", "out_port",
+    "o_ipd", "o_l4d", "o_hop", "i_ipd", "i_l4d", "i_hop",
+};
+static Py_ssize_t slot_off[S_NSLOTS];
+
+#define SLOT(obj, i) (*(PyObject **)((char *)(obj) + slot_off[i]))
+
+/* configure(Session) -> None */
+static PyObject *
+configure(PyObject *self, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes the Session class");
+        return NULL;
+    }
+    Py_ssize_t offs[S_NSLOTS];
+    for (int i = 0; i < S_NSLOTS; i++) {
+        PyObject *d = PyObject_GetAttrString(cls, slot_names[i]);
+        if (d == NULL)
+            return NULL;
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type)
+                 && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+        if (ok)
+            offs[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "Session.%s is not a __slots__ member", slot_names[i]);
+            return NULL;
+        }
+    }
+    memcpy(slot_off, offs, sizeof offs);
+    Py_XSETREF(session_type, (PyTypeObject *)Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
 
 /* ------------------------------------------------------------------ shared */
 
@@ -45,23 +91,36 @@ static inline unsigned fold_apply(unsigned csum, unsigned delta)
     return s ^ 0xFFFFu;
 }
 
-/* What a flow changes in a packet (flow.py F_ADDR, F_PORT, F_IPD, F_L4D). */
+/* 1 when the 20-byte IPv4 header at p sums to 0xFFFF (RFC 1071; RFC 1812 §5.2.2). */
+static inline int header_ok(const unsigned char *p)
+{
+    uint32_t s = 0;
+    for (int i = 0; i < 20; i += 2)
+        s += ((uint32_t)p[i] << 8) | p[i + 1];
+    s = (s & 0xFFFF) + (s >> 16);
+    s = (s & 0xFFFF) + (s >> 16);
+    return s == 0xFFFF;
+}
+
+/* What a session changes in a packet of one direction (flow.py). */
 struct rewrite {
     unsigned long addr;
     long port, ipd, l4d;
     int outbound;
+    PyObject *hop;   /* borrowed: the session's hop tuple for this direction */
 };
 
 /*
- * The flow for IPv4 packet p (n bytes) arriving on the interface whose fast
+ * The session for IPv4 packet p (n bytes) arriving on the interface whose fast
  * table is ft (router.py _build_fast_tables: (outbound, [256 protocol dicts])),
  * if the fast path may take it: a borrowed reference with *rw filled in.
  * NULL means the slow path; with an exception set if a Python call failed.
+ * The same tests, in the same order, as Router._handle.
  */
 static PyObject *
 find_flow(PyObject *ft, const unsigned char *p, Py_ssize_t n, struct rewrite *rw)
 {
-    if (!PyTuple_CheckExact(ft) || PyTuple_GET_SIZE(ft) != 2)
+    if (session_type == NULL || !PyTuple_CheckExact(ft) || PyTuple_GET_SIZE(ft) != 2)
         return NULL;
     PyObject *lst = PyTuple_GET_ITEM(ft, 1);
     if (n < 28 || p[0] != 0x45 || !PyList_CheckExact(lst) || PyList_GET_SIZE(lst) != 256)
@@ -73,16 +132,21 @@ find_flow(PyObject *ft, const unsigned char *p, Py_ssize_t n, struct rewrite *rw
     PyObject *key = PyBytes_FromStringAndSize((const char *)p + 12, 12);
     if (key == NULL)
         return NULL;
-    PyObject *fl = PyDict_GetItemWithError(tbl, key);
+    PyObject *s = PyDict_GetItemWithError(tbl, key);
     Py_DECREF(key);
-    if (fl == NULL)
+    if (s == NULL || Py_TYPE(s) != session_type)
         return NULL;
-    if (!PyTuple_CheckExact(fl) || PyTuple_GET_SIZE(fl) != F_LEN || PyTuple_GET_ITEM(fl, F_SLOW) != Py_False)
+    int outbound = PyObject_IsTrue(PyTuple_GET_ITEM(ft, 0));
+    if (outbound < 0)
+        return NULL;
+    PyObject *hop = SLOT(s, outbound ? S_O_HOP : S_I_HOP);
+    if (hop == NULL || !PyTuple_CheckExact(hop) || PyTuple_GET_SIZE(hop) != H_LEN
+        || PyTuple_GET_ITEM(hop, H_SLOW) != Py_False)
         return NULL;
     unsigned ttl = p[8];
     unsigned frag = ((unsigned)p[6] << 8) | p[7];
     unsigned totlen = ((unsigned)p[2] << 8) | p[3];
-    long mtu = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_MTU));
+    long mtu = PyLong_AsLong(PyTuple_GET_ITEM(hop, H_MTU));
     if (mtu == -1 && PyErr_Occurred())
         return NULL;
     if (ttl <= 1 || (frag & 0x3FFF) || (Py_ssize_t)totlen != n || n > mtu)
@@ -93,20 +157,24 @@ find_flow(PyObject *ft, const unsigned char *p, Py_ssize_t n, struct rewrite *rw
     } else if (proto != 17) {
         return NULL;
     }
-    int outbound = PyObject_IsTrue(PyTuple_GET_ITEM(ft, 0));
-    if (outbound < 0)
+    if (!header_ok(p))
+        return NULL; /* the slow path drops and counts it (bad_ip_checksum) */
+    PyObject *addr = SLOT(s, outbound ? S_OUT_ADDR : S_IN_ADDR), *port = SLOT(s, outbound ? S_OUT_PORT : S_IN_PORT);
+    PyObject *ipd = SLOT(s, outbound ? S_O_IPD : S_I_IPD), *l4d = SLOT(s, outbound ? S_O_L4D : S_I_L4D);
+    if (addr == NULL || port == NULL || ipd == NULL || l4d == NULL || SLOT(s, S_LAST) == NULL)
         return NULL;
     rw->outbound = outbound;
-    rw->addr = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(fl, F_ADDR));
-    rw->port = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_PORT));
-    rw->ipd = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_IPD));
-    rw->l4d = PyLong_AsLong(PyTuple_GET_ITEM(fl, F_L4D));
+    rw->hop = hop;
+    rw->addr = PyLong_AsUnsignedLong(addr);
+    rw->port = PyLong_AsLong(port);
+    rw->ipd = PyLong_AsLong(ipd);
+    rw->l4d = PyLong_AsLong(l4d);
     if (PyErr_Occurred())
         return NULL;
-    return fl;
+    return s;
 }
 
-/* Apply a flow found by find_flow to the packet in b, in place: TTL - 1, the
+/* Apply a rewrite found by find_flow to the packet in b, in place: TTL - 1, the
  * new address and port, both checksums updated incrementally. */
 static void
 apply_flow(unsigned char *b, const struct rewrite *rw)
@@ -134,13 +202,15 @@ apply_flow(unsigned char *b, const struct rewrite *rw)
     }
 }
 
-/* The flow's per-packet bookkeeping: session.last = now, filter counter + 1. */
+/* The per-packet bookkeeping: session.last = now, filter counter + 1. */
 static int
-count_flow(PyObject *fl, PyObject *now)
+count_flow(PyObject *s, PyObject *hop, PyObject *now)
 {
-    if (PyObject_SetAttr(PyTuple_GET_ITEM(fl, F_SESS), str_last, now) < 0)
-        return -1;
-    PyObject *fc = PyTuple_GET_ITEM(fl, F_FC);
+    PyObject **last = &SLOT(s, S_LAST);
+    PyObject *old = *last;
+    *last = Py_NewRef(now);
+    Py_XDECREF(old); /* a float: its deallocation runs no Python code */
+    PyObject *fc = PyTuple_GET_ITEM(hop, H_FC);
     if (fc == Py_None)
         return 0;
     PyObject *cnt = PyObject_GetAttr(fc, str_count);
@@ -173,8 +243,8 @@ fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n = PyBytes_GET_SIZE(packet);
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
     struct rewrite rw;
-    PyObject *fl = find_flow(ft, p, n, &rw);
-    if (fl == NULL) {
+    PyObject *s = find_flow(ft, p, n, &rw);
+    if (s == NULL) {
         if (PyErr_Occurred())
             return NULL;
         Py_RETURN_NONE;
@@ -185,12 +255,15 @@ fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     unsigned char *b = (unsigned char *)PyBytes_AS_STRING(out);
     memcpy(b, p, (size_t)n);
     apply_flow(b, &rw);
-    if (count_flow(fl, now) < 0) {
+    PyObject *hop = Py_NewRef(rw.hop); /* count_flow may run Python code (a filter counter's setter) */
+    if (count_flow(s, hop, now) < 0) {
+        Py_DECREF(hop);
         Py_DECREF(out);
         return NULL;
     }
-    PyObject *callargs[3] = {PyTuple_GET_ITEM(fl, F_OIF), PyTuple_GET_ITEM(fl, F_NH), out};
+    PyObject *callargs[3] = {PyTuple_GET_ITEM(hop, H_OIF), PyTuple_GET_ITEM(hop, H_NH), out};
     PyObject *o = PyObject_Vectorcall(output, callargs, 3, NULL);
+    Py_DECREF(hop);
     Py_DECREF(out);
     if (o == NULL)
         return NULL;
@@ -386,21 +459,21 @@ forward_one(struct call *c, Py_ssize_t off, int last, Py_ssize_t *next)
         partial = 1;
     }
     struct rewrite rw;
-    PyObject *fl = find_flow(c->ft, p, n, &rw);
-    if (fl == NULL)
+    PyObject *sess = find_flow(c->ft, p, n, &rw);
+    if (sess == NULL)
         goto python;
-    PyObject *entry = PyDict_GetItemWithError(c->egress, PyTuple_GET_ITEM(fl, F_OIF));
+    PyObject *entry = PyDict_GetItemWithError(c->egress, PyTuple_GET_ITEM(rw.hop, H_OIF));
     if (entry == NULL)
         goto python;
     struct port *pt = get_port(c, entry);
     if (pt == NULL)
         goto python;
-    PyObject *hdrobj = neighbour_header(pt, PyTuple_GET_ITEM(fl, F_NH));
+    PyObject *hdrobj = neighbour_header(pt, PyTuple_GET_ITEM(rw.hop, H_NH));
     if (hdrobj == NULL)
         goto python; /* next hop not resolved: ARP in Python */
-    Py_INCREF(fl); /* count_flow may run Python code (a filter counter's setter) */
-    int counted = count_flow(fl, c->now);
-    Py_DECREF(fl);
+    PyObject *hop = Py_NewRef(rw.hop); /* count_flow may run Python code (a filter counter's setter) */
+    int counted = count_flow(sess, hop, c->now);
+    Py_DECREF(hop);
     if (counted < 0) {
         Py_DECREF(hdrobj);
         goto python; /* the Python path does the same and reports the error */
@@ -542,6 +615,8 @@ ring_forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
+    {"configure", (PyCFunction)configure, METH_O,
+     "configure(Session) -> None: where the Session class keeps the slots the fast path reads"},
     {"fast", (PyCFunction)(void (*)(void))fast, METH_FASTCALL,
      "fast(tables, interface, packet, now, Output) -> [Output] or None (take the slow path)"},
     {"ring_forward", (PyCFunction)(void (*)(void))ring_forward, METH_FASTCALL,
@@ -559,11 +634,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    str_last = PyUnicode_InternFromString("last");
     str_count = PyUnicode_InternFromString("count");
     int_one = PyLong_FromLong(1);
     use_mmsg = getenv("PASSNAT_SENDMMSG") != NULL;
-    if (str_last == NULL || str_count == NULL || int_one == NULL)
+    if (str_count == NULL || int_one == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

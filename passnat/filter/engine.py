@@ -22,7 +22,7 @@ Fast path (the design choice, docs/filter.md): the filter never runs per
 packet for an established TCP/UDP flow.  When a session's flows are built,
 ``decorate`` decides both filter points of each direction once, for the
 packets the fast path can carry (no SYN/FIN/RST, no options, unfragmented):
-  * passed at both points: the flow keeps its fast path and its ``F_FC`` is
+  * passed at both points: the flow keeps its fast path and its hop's ``H_FC`` is
     the deciding rule or state (or a ``Fan`` of two), so the per-rule counts
     stay exact;
   * blocked at a point, or passed by a ``state enable`` rule whose state
@@ -62,7 +62,7 @@ from passnat.filter.rules import (
     point_lists,
 )
 from passnat.filter.state import FIN_ORIG, FIN_REPLY, Key, State, StateTable
-from passnat.nat.flow import F_FC, F_OIF, F_SESS, F_SLOW, Flow
+from passnat.nat.flow import H_FC, H_OIF, H_SLOW, Hop
 from passnat.nat.table import flow_key
 from passnat.packet import icmp as icmpmod
 from passnat.packet.ipv4 import FLAG_MF, OFFSET_MASK, ntoa, proto_name
@@ -112,7 +112,7 @@ Decider = Rule | State | DefaultCounter | None
 
 
 def combine(counters: Iterable[Any]) -> Any:
-    """One counter object for ``F_FC`` that counts on every one of ``counters``."""
+    """One counter object for ``H_FC`` that counts on every one of ``counters``."""
     cs = tuple(c for c in counters if c is not None)
     if not cs:
         return None
@@ -310,9 +310,9 @@ class Filter:
         tbl = self.router.table.out_flows[proto]
         found = []
         for k in (flow_key(a, b, ap, bp), flow_key(b, a, bp, ap)):
-            fl = tbl.get(k)
-            if fl is not None:
-                found.append(fl[F_SESS])
+            s = tbl.get(k)
+            if s is not None:
+                found.append(s)
         return found
 
     def _rebuild(self, s: Session) -> None:
@@ -329,18 +329,19 @@ class Filter:
 
     # ------------------------------------------------------------ fast path
 
-    def decorate(self, s: Session, oflow: Flow, iflow: Flow) -> tuple[Flow, Flow]:
-        """Decide a TCP/UDP session's filter verdicts once for its fast-path packets."""
+    def decorate(self, s: Session, o_hop: Hop, i_hop: Hop) -> tuple[Hop, Hop]:
+        """Decide a TCP/UDP session's filter verdicts once for its fast-path packets: the
+        session's two hops (flow.py) with H_FC and H_SLOW set."""
         if not self.active or (s.proto != 6 and s.proto != 17):
-            return oflow, iflow
+            return o_hop, i_hop
         tcp = TCP_ESTABLISHED if s.proto == 6 else TCP_NONE
         out_v = View(s.proto, s.in_addr, s.rem_addr, s.in_port, s.rem_port, ports=True, tcp=tcp)
         in_v = View(s.proto, s.rem_addr, s.in_addr, s.rem_port, s.in_port, ports=True, tcp=tcp)
-        oflow = self._decorate_flow(s, oflow, out_v, ((s.lan_if or "", True), (oflow[F_OIF], False)))
-        iflow = self._decorate_flow(s, iflow, in_v, ((s.nat_if, True), (iflow[F_OIF], False)))
-        return oflow, iflow
+        o_hop = self._decorate_flow(s, o_hop, out_v, ((s.lan_if or "", True), (o_hop[H_OIF], False)))
+        i_hop = self._decorate_flow(s, i_hop, in_v, ((s.nat_if, True), (i_hop[H_OIF], False)))
+        return o_hop, i_hop
 
-    def _decorate_flow(self, s: Session, flow: Flow, v: View, points: tuple[Point, Point]) -> Flow:
+    def _decorate_flow(self, s: Session, flow: Hop, v: View, points: tuple[Point, Point]) -> Hop:
         counters: list[Any] = []
         slow = False
         for point in points:
@@ -352,8 +353,8 @@ class Filter:
                 d.link(s)
             counters.append(d)
         f = list(flow)
-        f[F_FC] = None if slow else combine(counters)
-        f[F_SLOW] = flow[F_SLOW] or slow
+        f[H_FC] = None if slow else combine(counters)
+        f[H_SLOW] = flow[H_SLOW] or slow
         return tuple(f)
 
     # ------------------------------------------------------------ fragments

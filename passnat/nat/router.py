@@ -29,7 +29,6 @@ A packet dropped after a session was made for it rolls that session back.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import struct
 from collections import Counter
@@ -41,7 +40,7 @@ from passnat.filter.engine import Filter
 from passnat.nat.actions import Addr, Output
 from passnat.nat.diagnose import Finding, VpnEvents, diagnose
 from passnat.nat.drops import Drop
-from passnat.nat.flow import F_FC, F_L4D, F_MTU, F_NH, F_OIF, F_PORT, F_SESS, F_SLOW
+from passnat.nat.flow import H_FC, H_MTU, H_NH, H_OIF, H_SLOW, Hop
 from passnat.nat.fragments import FragmentTracker
 from passnat.nat.handlers.base import HELD, Fwd, Pkt, Registry, Verdict
 from passnat.nat.routing import DISCARD, RoutingTable
@@ -63,15 +62,15 @@ from passnat.packet.ipv4 import (
     parse,
 )
 from passnat.packet.tcp import SYN, clamp_mss
+from passnat.speedups import module as speedups_module
 
 log = logging.getLogger("passnat.nat")
 
-try:  # the optional C build of the fast path (passnat/_speedups.c); same bytes, ~3x faster
-    from passnat._speedups import fast as _c_fast  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the build
-    _c_fast = None
-if os.environ.get("PASSNAT_PURE"):
-    _c_fast = None
+_speedups = speedups_module()  # the optional C build of the fast path (passnat/_speedups.c); same bytes
+_c_fast = None
+if _speedups is not None:
+    _speedups.configure(Session)  # where the fast path finds a session's slots
+    _c_fast = _speedups.fast
 
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
@@ -128,6 +127,7 @@ class Router:
         nat = config.nat
         self.routes = RoutingTable(config)
         self._hops: dict[int, tuple[str, str] | None] = {}
+        self._hop_intern: dict[Hop, Hop] = {}
         self.ifaces = self.routes.ifaces
         self.timeouts = nat.timeouts
         self._timeout_cache: dict[str, float] = {}
@@ -230,32 +230,38 @@ class Router:
             proto = packet[9]
             tbl = ft[1][proto]
             if tbl is not None:
-                fl = tbl.get(packet[12:24])
-                if (fl is not None and not fl[F_SLOW] and packet[8] > 1 and not (packet[6] & 63 or packet[7])
-                        and n == (packet[2] << 8 | packet[3]) and n <= fl[F_MTU]
-                        and (proto == 17 or (n >= 40 and not packet[33] & 7))):
-                    # ---- fast path: established TCP / UDP flow --------------------
-                    b = bytearray(packet)
-                    c = ((packet[10] << 8 | packet[11]) ^ 0xFFFF) + fl[3]
-                    c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                    co = 36 if proto == 6 else 26
-                    old = packet[co] << 8 | packet[co + 1]
-                    if ft[0]:
-                        _TTL_CS_SRC.pack_into(b, 8, packet[8] - 1, proto, c, fl[1])
-                        _H.pack_into(b, 20, fl[F_PORT])
-                    else:
-                        _TTL_CS.pack_into(b, 8, packet[8] - 1, proto, c)
-                        _I.pack_into(b, 16, fl[1])
-                        _H.pack_into(b, 22, fl[F_PORT])
-                    if old or proto == 6:
-                        c = (old ^ 0xFFFF) + fl[F_L4D]
+                s = tbl.get(packet[12:24])
+                if s is not None:
+                    out = ft[0]
+                    hop = s.o_hop if out else s.i_hop
+                    if (not hop[H_SLOW] and packet[8] > 1 and not (packet[6] & 63 or packet[7])
+                            and n == (packet[2] << 8 | packet[3]) and n <= hop[H_MTU]
+                            and (proto == 17 or (n >= 40 and not packet[33] & 7))
+                            and not int.from_bytes(packet[:20], "big") % 0xFFFF):  # header checksum right
+                        # ---- fast path: established TCP / UDP flow (_speedups.c find_flow) --------
+                        b = bytearray(packet)
+                        c = ((packet[10] << 8 | packet[11]) ^ 0xFFFF) + (s.o_ipd if out else s.i_ipd)
                         c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                        _H.pack_into(b, co, c if c or proto == 6 else 0xFFFF)
-                    fl[F_SESS].last = now
-                    fc = fl[F_FC]
-                    if fc is not None:
-                        fc.count += 1
-                    return [Output(fl[F_OIF], fl[F_NH], bytes(b))]
+                        co = 36 if proto == 6 else 26
+                        old = packet[co] << 8 | packet[co + 1]
+                        if out:
+                            _TTL_CS_SRC.pack_into(b, 8, packet[8] - 1, proto, c, s.out_addr)
+                            _H.pack_into(b, 20, s.out_port)
+                            l4d = s.o_l4d
+                        else:
+                            _TTL_CS.pack_into(b, 8, packet[8] - 1, proto, c)
+                            _I.pack_into(b, 16, s.in_addr)
+                            _H.pack_into(b, 22, s.in_port)
+                            l4d = s.i_l4d
+                        if old or proto == 6:
+                            c = (old ^ 0xFFFF) + l4d
+                            c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                            _H.pack_into(b, co, c if c or proto == 6 else 0xFFFF)
+                        s.last = now
+                        fc = hop[H_FC]
+                        if fc is not None:
+                            fc.count += 1
+                        return [Output(hop[H_OIF], hop[H_NH], bytes(b))]
         return self._slow(interface, packet, now)
 
     @property
@@ -442,6 +448,11 @@ class Router:
             cache.clear()
         cache[addr] = result
         return result
+
+    def intern_hop(self, hop: Hop) -> Hop:
+        """The one shared copy of a session's ``Hop`` tuple (flow.py): sessions with the same egress
+        share it (rebuilt with the configuration)."""
+        return self._hop_intern.setdefault(hop, hop)
 
     def mtu(self, iface: str) -> int:
         itf = self.ifaces.get(iface)

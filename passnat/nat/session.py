@@ -44,11 +44,19 @@ class Mapping:
 
 
 class Session:
+    """One session: about 500 bytes with its two index entries (docs/engine.md, ``make bench``).
+
+    Every slot costs 8 bytes per session: keep values shared (ports and deltas
+    from ``flow.U16``, hops interned, timer classes and names as shared strings).
+    """
+
     __slots__ = (
         "id", "proto", "kind", "nat_if", "in_addr", "in_port", "out_addr", "out_port",
         "rem_addr", "rem_port", "created", "last", "timeout", "klass", "tcp_state", "fins",
-        "origin", "handler", "info", "mapping", "okey", "ikey", "oflow", "iflow", "lan_if",
+        "origin", "handler", "info", "mapping", "okey", "ikey", "lan_if",
         "filter_state", "alive", "hd",
+        # the fast-path rewrites (flow.py): header and L4 checksum deltas, and the Hop, per direction
+        "o_ipd", "o_l4d", "o_hop", "i_ipd", "i_l4d", "i_hop",
     )
 
     def __init__(self, *, id: int, proto: int, kind: str, nat_if: str, in_addr: int, in_port: int,
@@ -74,17 +82,15 @@ class Session:
         self.handler = handler  # name of the protocol handler that owns it
         self.info: dict[str, Any] | None = None  # protocol-specific plain data (SPIs, Call IDs)
         self.mapping: Mapping | None = None
-        self.okey: bytes | None = None
+        self.okey: bytes | None = None  # its keys in the table's flow indexes (None: not indexed)
         self.ikey: bytes | None = None
-        self.oflow: tuple[Any, ...] | None = None
-        self.iflow: tuple[Any, ...] | None = None
         self.lan_if: str | None = None
         self.filter_state: Any = None
         self.alive = True
-        self.hd = 0.0  # its deadline in the table's expiry heap (fixed while it is in the heap)
-
-    def __lt__(self, other: Session) -> bool:  # the table's expiry heap orders sessions by deadline
-        return self.hd < other.hd
+        self.hd: float = 0.0  # when its primary expiry entry in the table fires (table.py)
+        self.o_ipd = self.o_l4d = self.i_ipd = self.i_l4d = 0
+        self.o_hop: tuple[Any, ...] | None = None  # no fast path until flow.set_rewrites
+        self.i_hop: tuple[Any, ...] | None = None
 
     def expires(self) -> float:
         return self.last + self.timeout

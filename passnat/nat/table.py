@@ -4,33 +4,40 @@
 
 Indexes:
   * ``out_flows[proto]`` / ``in_flows[proto]``: 12-byte keys exactly as the
-    wire carries them (src, dst, sport, dport at IPv4 bytes 12-23) -> flow
-    tuple.  TCP and UDP use them on the fast path; ICMP echo uses the same
-    shape with (id, 0) as ports.
-  * the expiry heap holds every live session once; ``all()`` and ``get()``
-    read it (show / clear are rare, so no id index costs memory per session).
+    wire carries them (src, dst, sport, dport at IPv4 bytes 12-23) -> the
+    Session, which carries the rewrite for each direction (flow.py).  TCP and
+    UDP use them on the fast path; ICMP echo uses the same shape with (id, 0)
+    as ports.
+  * the expiry wheel holds every live session once (``all()`` and ``get()``
+    read it; show / clear are rare, so no id index costs memory per session).
   * ``mappings``: endpoint-independent mappings, and one ``IdPool`` of
     outside ports per (protocol, global address).
 
-Expiry is lazy: a refresh only stores ``last``.  The main heap holds the
-sessions themselves, ordered by ``Session.hd`` (which never changes while a
-session is in it), and re-files a session popped before its time; a session
-whose timer was *shortened* (TCP closing, answered ICMP) also gets a
-(deadline, id) entry in a second, small heap so it still expires on time.  Limits
-(R18): a global maximum, ``restricted-per-ip`` (sessions created by packets
-from one source address, either side) and ``restricted-per-private-ip``
+Expiry is lazy: a refresh only stores ``last``.  Each session has one
+*primary* timer entry, fired at ``Session.hd``: either in a one-second bucket
+of the wheel (``hd`` is the bucket's second, an int shared by the bucket, so a
+session costs the wheel one list slot) or, once it is due within the current
+second, in a small heap of exact deadlines.  A fired entry removes the session
+if it was idle for its whole timeout, else files it again at its new deadline.
+A session whose timer was *shortened* (TCP closing, answered ICMP) also gets
+an exact entry in that heap so it still expires on time.  So a session expires
+exactly when ``now`` reaches ``last + timeout``, and adding one is a dict get
+and a list append (no Python-level comparisons).
+
+Limits (R18): a global maximum, ``restricted-per-ip`` (sessions created by
+packets from one source address, either side) and ``restricted-per-private-ip``
 (sessions involving one private address).  Reaching one drops the packet; the
 router counts and logs "nat session is full".
 """
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import struct
 from collections.abc import Callable
 
 from passnat.nat.drops import Drop
-from passnat.nat.flow import Flow
 from passnat.nat.ports import IdPool
 from passnat.nat.session import Mapping, Session
 
@@ -49,15 +56,17 @@ class SessionTable:
         self.per_private_ip = per_private_ip
         self.rng = rng  # random port assignment when set
         self._n = 0  # live sessions
-        self.out_flows: dict[int, dict[bytes, Flow]] = {6: {}, 17: {}, 1: {}}
-        self.in_flows: dict[int, dict[bytes, Flow]] = {6: {}, 17: {}, 1: {}}
+        self.out_flows: dict[int, dict[bytes, Session]] = {6: {}, 17: {}, 1: {}}
+        self.in_flows: dict[int, dict[bytes, Session]] = {6: {}, 17: {}, 1: {}}
         self.mappings: dict[tuple[int, str, int, int], Mapping] = {}
         self.pools: dict[tuple[int, int], IdPool] = {}
         self.reserved: dict[tuple[int, int], frozenset[int]] = {}
         self.count_src: dict[int, int] = {}
         self.count_private: dict[int, int] = {}
-        self._heap: list[Session] = []
-        self._short: list[tuple[float, int, Session]] = []
+        #: expiry wheel: second -> [that second (the int object sessions share as hd), sessions...]
+        self._wheel: dict[int, list[object]] = {}
+        self._seconds: list[int] = []  # heap of the wheel's seconds
+        self._exact: list[tuple[float, int, Session]] = []  # heap: exact deadlines (due soon, shortened)
         self._next_id = 1
         self.on_remove: Callable[[Session], None] = lambda s: None
         self.on_deadline: Callable[[float], None] = lambda t: None  # the router's wake()
@@ -66,15 +75,24 @@ class SessionTable:
     def __len__(self) -> int:
         return self._n
 
+    def _live(self) -> dict[int, Session]:
+        found: dict[int, Session] = {}
+        for bucket in self._wheel.values():
+            for s in bucket[1:]:
+                if s.alive:  # type: ignore[attr-defined]
+                    found[s.id] = s  # type: ignore[attr-defined,assignment]
+        for _, sid, es in self._exact:
+            if es.alive:
+                found[sid] = es
+        return found
+
     def all(self) -> list[Session]:
         """Every live session, oldest first."""
-        return sorted((s for s in self._heap if s.alive), key=lambda s: s.id)
+        live = self._live()
+        return [live[i] for i in sorted(live)]
 
     def get(self, session_id: int) -> Session | None:
-        for s in self._heap:
-            if s.id == session_id and s.alive:
-                return s
-        return None
+        return self._live().get(session_id)
 
     # ---------------------------------------------------------------- limits
 
@@ -160,20 +178,44 @@ class SessionTable:
         self.count_private[s.in_addr] = self.count_private.get(s.in_addr, 0) + 1
         if s.mapping is not None:
             s.mapping.refs += 1
-        s.hd = s.last + s.timeout
-        heapq.heappush(self._heap, s)
+        self._file(s, s.last + s.timeout, s.last)
         self.created_total += 1
-        self.on_deadline(s.hd)
 
-    def set_flows(self, s: Session, okey: bytes | None, oflow: Flow | None,
-                  ikey: bytes | None, iflow: Flow | None) -> None:
-        """Install (or replace) the session's fast-path flows under its keys."""
+    def _file(self, s: Session, exp: float, now: float) -> None:
+        """Give ``s`` its primary timer entry for deadline ``exp`` (not yet due at ``now``)."""
+        sec = math.floor(exp)
+        if sec > now:
+            bucket = self._wheel.get(sec)
+            if bucket is None:
+                self._wheel[sec] = bucket = [sec]
+                heapq.heappush(self._seconds, sec)
+                self.on_deadline(sec)
+            s.hd = bucket[0]  # type: ignore[assignment]
+            bucket.append(s)
+        else:  # due within this second: an exact entry
+            s.hd = exp
+            heapq.heappush(self._exact, (exp, s.id, s))
+            self.on_deadline(exp)
+
+    def set_flows(self, s: Session, okey: bytes | None, ikey: bytes | None) -> None:
+        """Index the session under its keys (replacing any keys it had)."""
         proto = s.proto
-        if okey is not None and oflow is not None:
-            self.out_flows[proto][okey] = oflow
-        if ikey is not None and iflow is not None:
-            self.in_flows[proto][ikey] = iflow
-        s.okey, s.oflow, s.ikey, s.iflow = okey, oflow, ikey, iflow
+        self._unindex(s)
+        if okey is not None:
+            self.out_flows[proto][okey] = s
+        if ikey is not None:
+            self.in_flows[proto][ikey] = s
+        s.okey, s.ikey = okey, ikey
+
+    def _unindex(self, s: Session) -> None:
+        if s.okey is not None:
+            tbl = self.out_flows.get(s.proto)
+            if tbl is not None and tbl.get(s.okey) is s:
+                del tbl[s.okey]
+        if s.ikey is not None:
+            tbl = self.in_flows.get(s.proto)
+            if tbl is not None and tbl.get(s.ikey) is s:
+                del tbl[s.ikey]
 
     def set_timeout(self, s: Session, timeout: float, klass: str) -> None:
         """Change a session's timer; a shorter one is queued so expiry is on time."""
@@ -181,7 +223,7 @@ class SessionTable:
         s.klass = klass
         exp = s.last + timeout
         if exp < s.hd:
-            heapq.heappush(self._short, (exp, s.id, s))
+            heapq.heappush(self._exact, (exp, s.id, s))
             self.on_deadline(exp)
 
     def remove(self, s: Session) -> None:
@@ -189,14 +231,7 @@ class SessionTable:
             return
         s.alive = False
         self._n -= 1
-        if s.okey is not None:
-            tbl = self.out_flows.get(s.proto)
-            if tbl is not None and tbl.get(s.okey) is s.oflow:
-                del tbl[s.okey]
-        if s.ikey is not None:
-            tbl = self.in_flows.get(s.proto)
-            if tbl is not None and tbl.get(s.ikey) is s.iflow:
-                del tbl[s.ikey]
+        self._unindex(s)
         for counts, key in ((self.count_src, s.origin), (self.count_private, s.in_addr)):
             n = counts.get(key, 0) - 1
             if n > 0:
@@ -216,37 +251,44 @@ class SessionTable:
     # ------------------------------------------------------------- expiry
 
     def next_deadline(self) -> float | None:
-        heap, short = self._heap, self._short
-        while heap and not heap[0].alive:
-            heapq.heappop(heap)
-        while short and not short[0][2].alive:
-            heapq.heappop(short)
-        candidates = ([heap[0].hd] if heap else []) + ([short[0][0]] if short else [])
-        return min(candidates) if candidates else None
+        """When ``expire`` next has work (the wheel's next second may be early: harmless)."""
+        seconds, exact = self._seconds, self._exact
+        while exact and not exact[0][2].alive:
+            heapq.heappop(exact)
+        if seconds:
+            return min(seconds[0], exact[0][0]) if exact else seconds[0]
+        return exact[0][0] if exact else None
 
     def expire(self, now: float) -> list[Session]:
         """Remove every session idle for its whole timeout; returns them."""
-        heap, short = self._heap, self._short
         gone: list[Session] = []
-        while heap and heap[0].hd <= now:
-            s = heapq.heappop(heap)
+        seconds, wheel, exact = self._seconds, self._wheel, self._exact
+        while seconds and seconds[0] <= now:
+            sec = heapq.heappop(seconds)
+            bucket = wheel.pop(sec)
+            for s in bucket[1:]:
+                if not s.alive or s.hd is not bucket[0]:  # type: ignore[attr-defined]
+                    continue  # removed, or filed elsewhere since
+                self._due(s, now, gone)  # type: ignore[arg-type]
+        while exact and exact[0][0] <= now:
+            t, _, s = heapq.heappop(exact)
             if not s.alive:
                 continue
-            exp = s.last + s.timeout
-            if exp <= now:
-                self.remove(s)
-                gone.append(s)
-            else:
-                s.hd = exp
-                heapq.heappush(heap, s)
-        while short and short[0][0] <= now:
-            _, sid, s = heapq.heappop(short)
-            if not s.alive:
+            if t == s.hd:  # its primary entry
+                self._due(s, now, gone)
                 continue
-            exp = s.last + s.timeout
+            exp = s.last + s.timeout  # a shortened timer's entry
             if exp <= now:
                 self.remove(s)
                 gone.append(s)
             elif exp < s.hd:
-                heapq.heappush(short, (exp, sid, s))
+                heapq.heappush(exact, (exp, s.id, s))
         return gone
+
+    def _due(self, s: Session, now: float, gone: list[Session]) -> None:
+        exp = s.last + s.timeout
+        if exp <= now:
+            self.remove(s)
+            gone.append(s)
+        else:
+            self._file(s, exp, now)

@@ -15,7 +15,7 @@ from scapy.all import IP, Raw, raw  # type: ignore[attr-defined]
 
 import passnat
 from passnat.filter import format_status
-from passnat.nat.flow import F_FC, F_SLOW
+from passnat.nat.flow import H_FC, H_SLOW
 from passnat.nat.table import flow_key
 from passnat.packet.ipv4 import aton, set_header_checksum
 from tests.nat.helpers import (
@@ -121,9 +121,9 @@ def test_fast_path_packets_are_counted_on_their_rules() -> None:
     one(r.handle("lan0", udp(PC1, SRV, 5000, 6000), 0.0))
     okey = flow_key(aton(PC1), aton(SRV), 5000, 6000)
     ikey = flow_key(aton(SRV), aton(WAN_ADDR), 6000, 5000)
-    oflow, iflow = r.table.out_flows[17][okey], r.table.in_flows[17][ikey]
-    assert not oflow[F_SLOW] and not iflow[F_SLOW]           # verdicts decided: fast path
-    assert oflow[F_FC] is not None and iflow[F_FC] is not None
+    oflow, iflow = r.table.out_flows[17][okey].o_hop, r.table.in_flows[17][ikey].i_hop
+    assert not oflow[H_SLOW] and not iflow[H_SLOW]           # verdicts decided: fast path
+    assert oflow[H_FC] is not None and iflow[H_FC] is not None
     for t in range(10):
         one(r.handle("lan0", udp(PC1, SRV, 5000, 6000), 1.0 + t))
         one(r.handle("lan1", udp(SRV, WAN_ADDR, 6000, 5000), 1.0 + t))
@@ -136,7 +136,7 @@ def test_a_blocked_direction_takes_the_slow_path_and_is_counted_per_packet() -> 
     r = make_router("filter add only53 interface lan1 direction in action block protocol udp srcport 6000\n")
     one(r.handle("lan0", udp(PC1, SRV, 5000, 6000), 0.0))
     ikey = flow_key(aton(SRV), aton(WAN_ADDR), 6000, 5000)
-    assert r.table.in_flows[17][ikey][F_SLOW]
+    assert r.table.in_flows[17][ikey].i_hop[H_SLOW]
     for t in range(7):
         assert blocked(r, "lan1", udp(SRV, WAN_ADDR, 6000, 5000), 1.0 + t)
     assert counts(r) == {"only53": 7}
@@ -156,7 +156,7 @@ def test_no_rules_no_cost() -> None:
     assert not r.filter.active
     one(r.handle("lan0", udp(PC1, SRV, 5000, 6000), 0.0))
     okey = flow_key(aton(PC1), aton(SRV), 5000, 6000)
-    assert r.table.out_flows[17][okey][F_FC] is None
+    assert r.table.out_flows[17][okey].o_hop[H_FC] is None
     assert r.filter_status(0.0) == {"default": {"action": "pass", "blocked": 0}, "rules": [], "states": [],
                                     "counters": {"states": 0, "states_created": 0, "states_expired": 0,
                                                  "state_table_full": 0}}
@@ -177,7 +177,7 @@ def test_reconfigure_recomputes_verdicts_of_established_flows() -> None:
     r.reconfigure(passnat.parse_config(BASE))
     one(r.handle("lan1", udp(SRV, WAN_ADDR, 6000, 5000), 2.0))        # and back
     ikey = flow_key(aton(SRV), aton(WAN_ADDR), 6000, 5000)
-    assert not r.table.in_flows[17][ikey][F_SLOW]
+    assert not r.table.in_flows[17][ikey].i_hop[H_SLOW]
 
 
 def test_reconfigure_keeps_counters_of_unchanged_rules() -> None:

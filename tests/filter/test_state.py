@@ -14,7 +14,7 @@ from scapy.all import GRE, ICMP, IP, TCP, Raw, raw  # type: ignore[attr-defined]
 
 import passnat
 from passnat.filter.state import StateTable
-from passnat.nat.flow import F_SLOW
+from passnat.nat.flow import H_SLOW
 from passnat.nat.table import flow_key
 from passnat.packet.ipv4 import aton
 from tests.nat.helpers import (
@@ -93,7 +93,7 @@ def test_tcp_connection_through_a_stateful_filter_uses_the_fast_path() -> None:
     one(r.handle("lan0", tcp(PC1, SRV, 4000, 443, "A"), 0.0))
     okey = flow_key(aton(PC1), aton(SRV), 4000, 443)
     ikey = flow_key(aton(SRV), aton(WAN_ADDR), 443, 4000)
-    assert not r.table.out_flows[6][okey][F_SLOW] and not r.table.in_flows[6][ikey][F_SLOW]
+    assert not r.table.out_flows[6][okey].o_hop[H_SLOW] and not r.table.in_flows[6][ikey].i_hop[H_SLOW]
     for t in range(20):
         one(r.handle("lan1", tcp(SRV, WAN_ADDR, 443, 4000, "A", payload=b"data"), 1.0 + t), "lan0")
         one(r.handle("lan0", tcp(PC1, SRV, 4000, 443, "A"), 1.0 + t), "lan1")

@@ -59,7 +59,7 @@ PC, PC2, SRV, SRV2, WAN = "192.168.0.11", "192.168.0.12", "203.0.113.10", "203.0
 PC2_MAC, SRV2_MAC = "02:00:00:00:00:0c", "02:00:00:00:01:14"
 HOST_MAC = {PC: PC_MAC, PC2: PC2_MAC, SRV: SRV_MAC, SRV2: SRV2_MAC}
 
-#: filter rules that count on the fast path (F_FC): one counter, and two combined (lan0 in + lan1 out)
+#: filter rules that count on the fast path (H_FC): one counter, and two combined (lan0 in + lan1 out)
 CONFIG_F = CONFIG + """\
 filter add udp_in interface lan0 direction in action pass protocol udp
 filter add all_out interface lan1 direction out action pass
@@ -385,7 +385,7 @@ def test_a_long_run_leaks_neither_references_nor_memory(tmp_path: Path) -> None:
     peer = txs["lan1"]._peer
     flow = d.router.fast_tables["lan0"][1][17][bytes.fromhex("c0a8000bcb00710a9c410035")]
     hdr = d._egress["lan1"][0]["203.0.113.10"]
-    watched = [flow, flow[0], hdr, d._egress["lan1"], d.router.fast_tables["lan0"]]
+    watched = [flow, flow.o_hop, hdr, d._egress["lan1"], d.router.fast_tables["lan0"]]
 
     def rounds(n: int) -> None:
         for _ in range(n):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from passnat.nat.drops import Drop
-from passnat.nat.flow import make_flow
+from passnat.nat.flow import set_rewrites
 from passnat.nat.handlers.base import Pkt
 from passnat.nat.session import Mapping, Session
 from passnat.nat.table import flow_key
@@ -67,23 +67,19 @@ def restore_port_session(router: Router, s: Session, install: Callable[[Session]
 
 
 def install_port_flows(router: Router, s: Session, *, slow: bool = False) -> None:
-    """(Re)build both flows of a port-based session (TCP, UDP, ICMP query id)."""
-    pseudo = s.proto != 1
+    """(Re)build both rewrites of a port-based session (TCP, UDP, ICMP query id) and index it."""
     out_hop = router.hop(s.rem_addr) or (s.nat_if, ntoa(s.rem_addr))
     in_hop = router.hop(s.in_addr)
     if in_hop is None:
         in_hop = (s.lan_if or s.nat_if, ntoa(s.in_addr))
     s.lan_if = in_hop[0]
-    rport = s.rem_port
-    oflow = make_flow(session=s, old_addr=s.in_addr, new_addr=s.out_addr, old_port=s.in_port,
-                      new_port=s.out_port, oif=out_hop[0], nh=out_hop[1], mtu=router.mtu(out_hop[0]),
-                      pseudo=pseudo, slow=slow or out_hop[0] != s.nat_if)
-    iflow = make_flow(session=s, old_addr=s.out_addr, new_addr=s.in_addr, old_port=s.out_port,
-                      new_port=s.in_port, oif=in_hop[0], nh=in_hop[1], mtu=router.mtu(in_hop[0]),
-                      pseudo=pseudo, slow=slow)
-    oflow, iflow = router.filter.decorate(s, oflow, iflow)  # filter verdicts and counters (F_FC, F_SLOW)
+    o_hop = (out_hop[0], out_hop[1], router.mtu(out_hop[0]), slow or out_hop[0] != s.nat_if, None)
+    i_hop = (in_hop[0], in_hop[1], router.mtu(in_hop[0]), slow, None)
+    o_hop, i_hop = router.filter.decorate(s, o_hop, i_hop)  # filter verdicts and counters (H_FC, H_SLOW)
+    set_rewrites(s, router.intern_hop(o_hop), router.intern_hop(i_hop), pseudo=s.proto != 1)
     if s.proto == 1:  # ICMP queries: the identifier in the first "port", both directions
         okey, ikey = flow_key(s.in_addr, s.rem_addr, s.in_port, 0), flow_key(s.rem_addr, s.out_addr, s.out_port, 0)
     else:
-        okey, ikey = flow_key(s.in_addr, s.rem_addr, s.in_port, rport), flow_key(s.rem_addr, s.out_addr, rport, s.out_port)
-    router.table.set_flows(s, okey, oflow, ikey, iflow)
+        okey = flow_key(s.in_addr, s.rem_addr, s.in_port, s.rem_port)
+        ikey = flow_key(s.rem_addr, s.out_addr, s.rem_port, s.out_port)
+    router.table.set_flows(s, okey, ikey)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from passnat.nat.drops import Drop
-from passnat.nat.flow import F_NH, F_OIF, F_SESS, rewrite
+from passnat.nat.flow import H_NH, H_OIF, rewrite
 from passnat.nat.handlers.base import Fwd, Pkt, Priority, Verdict
 from passnat.nat.handlers.common import admit, install_port_flows, make_session, restore_port_session
 from passnat.nat.icmp_errors import Quoted, quoted, translate_error
@@ -46,13 +46,12 @@ class IcmpHandler:
         if t not in icmpmod.QUERY_REQUESTS and t not in icmpmod.QUERY_REPLIES:
             return Drop.ICMP_UNSUPPORTED if create else None
         ip = pkt.ip
-        fl = self.router.table.out_flows[PROTO_ICMP].get(flow_key(ip.src, ip.dst, pkt.sport, 0))
-        if fl is not None:
-            s = fl[F_SESS]
+        s = self.router.table.out_flows[PROTO_ICMP].get(flow_key(ip.src, ip.dst, pkt.sport, 0))
+        if s is not None:
             s.last = pkt.now
             if t in icmpmod.QUERY_REQUESTS and s.klass != "icmp":
                 self.router.table.set_timeout(s, self.router.timeout("icmp"), "icmp")
-            return self._translate(pkt, s, fl, outbound=True)
+            return self._translate(pkt, s, outbound=True)
         if not create or t not in icmpmod.QUERY_REQUESTS:
             return None
         reason = admit(self.router, pkt, ip.src)
@@ -69,8 +68,7 @@ class IcmpHandler:
                          out_addr=out_addr, out_port=m.out_port, rem_addr=ip.dst, rem_port=0,
                          klass="icmp", handler=self.name, mapping=m)
         install_port_flows(self.router, s)
-        assert s.oflow is not None
-        return self._translate(pkt, s, s.oflow, outbound=True)
+        return self._translate(pkt, s, outbound=True)
 
     def inbound(self, pkt: Pkt) -> Verdict:
         t = pkt.icmp_type
@@ -79,25 +77,26 @@ class IcmpHandler:
         if t not in icmpmod.QUERY_REPLIES and t not in icmpmod.QUERY_REQUESTS:
             return None
         ip = pkt.ip
-        fl = self.router.table.in_flows[PROTO_ICMP].get(flow_key(ip.src, ip.dst, pkt.sport, 0))
-        if fl is None:
+        s = self.router.table.in_flows[PROTO_ICMP].get(flow_key(ip.src, ip.dst, pkt.sport, 0))
+        if s is None:
             return None
-        s = fl[F_SESS]
         s.last = pkt.now
         if t in icmpmod.QUERY_REPLIES:
             self.router.table.set_timeout(s, self.router.timeout("icmp-answered"), "icmp-answered")
-        return self._translate(pkt, s, fl, outbound=False)
+        return self._translate(pkt, s, outbound=False)
 
     def snapt_inbound(self, pkt: Pkt, target: SnaptTarget) -> Verdict:
         return None  # ICMP to the global address is the router's (SNAPT protocol 1 is address-only)
 
-    def _translate(self, pkt: Pkt, s: Session, fl: tuple[object, ...], outbound: bool) -> Fwd:
-        rewrite(pkt.buf, pkt.ip.ihl, PROTO_ICMP, fl, outbound)
+    def _translate(self, pkt: Pkt, s: Session, outbound: bool) -> Fwd:
+        rewrite(pkt.buf, pkt.ip.ihl, PROTO_ICMP, s, outbound)
         if outbound:
             pkt.ip.src = s.out_addr
             return Fwd(session=s)
         pkt.ip.dst = s.in_addr
-        return Fwd(oif=fl[F_OIF], nh=fl[F_NH], session=s)  # type: ignore[arg-type]
+        hop = s.i_hop
+        assert hop is not None
+        return Fwd(oif=hop[H_OIF], nh=hop[H_NH], session=s)
 
     def rebuild(self, s: Session) -> None:
         install_port_flows(self.router, s)
@@ -134,21 +133,19 @@ class IcmpHandler:
             if not outbound:
                 # the quote is a packet we sent: (global:oport -> remote:rport)
                 if q.proto == PROTO_ICMP:
-                    fl = table.in_flows[q.proto].get(flow_key(q.dst, q.src, q.sport, 0))
+                    s = table.in_flows[q.proto].get(flow_key(q.dst, q.src, q.sport, 0))
                 else:
-                    fl = table.in_flows[q.proto].get(flow_key(q.dst, q.src, q.dport, q.sport))
-                if fl is None:
+                    s = table.in_flows[q.proto].get(flow_key(q.dst, q.src, q.dport, q.sport))
+                if s is None:
                     return None
-                s = fl[F_SESS]
                 return s, s.in_port
             # an inside host quotes a packet we let in: (remote:rport -> inside:iport)
             if q.proto == PROTO_ICMP:
-                fl = table.out_flows[q.proto].get(flow_key(q.dst, q.src, q.sport, 0))
+                s = table.out_flows[q.proto].get(flow_key(q.dst, q.src, q.sport, 0))
             else:
-                fl = table.out_flows[q.proto].get(flow_key(q.dst, q.src, q.dport, q.sport))
-            if fl is None:
+                s = table.out_flows[q.proto].get(flow_key(q.dst, q.src, q.dport, q.sport))
+            if s is None:
                 return None
-            s = fl[F_SESS]
             return s, s.out_port
         for h in self.router.registry.for_proto(q.proto):
             lookup = getattr(h, "error_session", None)

@@ -125,8 +125,8 @@ class PptpHandler(TcpUdpHandler):
         if s.tcp_state == TcpState.CLOSED:
             self.end_all(s, pkt.now)
 
-    def translate(self, pkt: Pkt, s: Session, fl: Any, outbound: bool) -> Fwd:
-        fwd = super().translate(pkt, s, fl, outbound)
+    def translate(self, pkt: Pkt, s: Session, outbound: bool) -> Fwd:
+        fwd = super().translate(pkt, s, outbound)
         verdict, released = self._alg(pkt, s, from_inside=outbound)
         if verdict is not None:
             raise _Stop(verdict)  # the TCP code paths return whatever translate() gives

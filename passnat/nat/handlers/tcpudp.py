@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from passnat.nat import tcp_track
 from passnat.nat.drops import Drop
-from passnat.nat.flow import F_NH, F_OIF, F_SESS, rewrite
+from passnat.nat.flow import H_NH, H_OIF, rewrite
 from passnat.nat.handlers.base import Fwd, Pkt, Priority, Verdict
 from passnat.nat.handlers.common import admit, install_port_flows, make_session, restore_port_session
 from passnat.nat.ports import port_range
@@ -96,11 +96,10 @@ class TcpUdpHandler:
 
     def outbound(self, pkt: Pkt, nat_if: str, nh: str, create: bool) -> Verdict:
         ip = pkt.ip
-        fl = self.router.table.out_flows[ip.proto].get(flow_key(ip.src, ip.dst, pkt.sport, pkt.dport))
-        if fl is not None:
-            s = fl[F_SESS]
+        s = self.router.table.out_flows[ip.proto].get(flow_key(ip.src, ip.dst, pkt.sport, pkt.dport))
+        if s is not None:
             self.track(s, pkt, outbound=True)
-            return self.translate(pkt, s, fl, outbound=True)
+            return self.translate(pkt, s, outbound=True)
         if not create:
             return None
         return self.create_outbound(pkt, nat_if)
@@ -121,18 +120,17 @@ class TcpUdpHandler:
             return Drop.NO_PORT
         s = self._new(pkt, kind="napt", nat_if=nat_if, in_addr=ip.src, in_port=pkt.sport,
                       out_addr=m.out_addr, out_port=m.out_port, rem_addr=ip.dst, rem_port=pkt.dport, mapping=m)
-        return self.translate(pkt, s, s.oflow, outbound=True)
+        return self.translate(pkt, s, outbound=True)
 
     # ------------------------------------------------------------- inbound
 
     def inbound(self, pkt: Pkt) -> Verdict:
         ip = pkt.ip
-        fl = self.router.table.in_flows[ip.proto].get(flow_key(ip.src, ip.dst, pkt.sport, pkt.dport))
-        if fl is None:
+        s = self.router.table.in_flows[ip.proto].get(flow_key(ip.src, ip.dst, pkt.sport, pkt.dport))
+        if s is None:
             return None
-        s = fl[F_SESS]
         self.track(s, pkt, outbound=False)
-        return self.translate(pkt, s, fl, outbound=False)
+        return self.translate(pkt, s, outbound=False)
 
     def snapt_inbound(self, pkt: Pkt, target: SnaptTarget) -> Verdict:
         reason = admit(self.router, pkt, target.addr)
@@ -141,19 +139,21 @@ class TcpUdpHandler:
         ip = pkt.ip
         s = self._new(pkt, kind="snapt", nat_if=pkt.iface, in_addr=target.addr, in_port=target.port,
                       out_addr=ip.dst, out_port=pkt.dport, rem_addr=ip.src, rem_port=pkt.sport)
-        return self.translate(pkt, s, s.iflow, outbound=False)
+        return self.translate(pkt, s, outbound=False)
 
     # ------------------------------------------------------------ rewrite
 
-    def translate(self, pkt: Pkt, s: Session, fl: Any, outbound: bool) -> Fwd:
+    def translate(self, pkt: Pkt, s: Session, outbound: bool) -> Fwd:
         if s.proto == PROTO_UDP and IKE_PORT in (s.in_port, s.rem_port):
             self._observe_ike(pkt, s, outbound)
-        rewrite(pkt.buf, pkt.ip.ihl, pkt.ip.proto, fl, outbound)
+        rewrite(pkt.buf, pkt.ip.ihl, pkt.ip.proto, s, outbound)
         if outbound:
             pkt.ip.src, pkt.sport = s.out_addr, s.out_port
             return Fwd(session=s)
         pkt.ip.dst, pkt.dport = s.in_addr, s.in_port
-        return Fwd(oif=fl[F_OIF], nh=fl[F_NH], session=s)
+        hop = s.i_hop
+        assert hop is not None
+        return Fwd(oif=hop[H_OIF], nh=hop[H_NH], session=s)
 
     def _observe_ike(self, pkt: Pkt, s: Session, outbound: bool) -> None:
         esp = self.router.registry.by_name("esp")
