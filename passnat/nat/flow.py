@@ -49,8 +49,7 @@ _U32 = struct.Struct("!I")
 def deltas(old_addr: int, new_addr: int, old_port: int, new_port: int, pseudo: bool) -> tuple[int, int]:
     """(IPv4 header delta with TTL - 1, L4 delta) of rewriting old_addr:old_port to new_addr:new_port.
 
-    RFC 1624 deltas, folded inline (delta32 / delta16 / add_delta spelled out:
-    this runs twice per new session)."""
+    RFC 1624 deltas, folded inline (delta32 / delta16 / add_delta spelled out)."""
     s = ((~old_addr >> 16) & 0xFFFF) + (~old_addr & 0xFFFF) + (new_addr >> 16) + (new_addr & 0xFFFF)
     s = (s & 0xFFFF) + (s >> 16)
     ipdn = (s & 0xFFFF) + (s >> 16)
@@ -62,10 +61,28 @@ def deltas(old_addr: int, new_addr: int, old_port: int, new_port: int, pseudo: b
     return U16[ipd], U16[l4d]
 
 
+def rewrite_deltas(in_addr: int, out_addr: int, in_port: int, out_port: int,
+                   pseudo: bool) -> tuple[int, int, int, int]:
+    """(o_ipd, o_l4d, i_ipd, i_l4d): both directions' deltas of a session (this runs for every
+    new session).  The inbound change is the outbound one undone, so its deltas are the one's
+    complement negations (0xFFFF - d), with either zero (0 or 0xFFFF) negated to 0xFFFF."""
+    s = ((~in_addr >> 16) & 0xFFFF) + (~in_addr & 0xFFFF) + (out_addr >> 16) + (out_addr & 0xFFFF)
+    s = (s & 0xFFFF) + (s >> 16)
+    a = (s & 0xFFFF) + (s >> 16)  # the address change, outbound
+    s = (~in_port & 0xFFFF) + out_port + (a if pseudo else 0)
+    s = (s & 0xFFFF) + (s >> 16)
+    o_l4d = (s & 0xFFFF) + (s >> 16)
+    s = a + TTL_DEC_DELTA
+    o_ipd = (s & 0xFFFF) + (s >> 16)
+    s = (0xFFFF - a if 0 < a < 0xFFFF else 0xFFFF) + TTL_DEC_DELTA
+    i_ipd = (s & 0xFFFF) + (s >> 16)
+    i_l4d = 0xFFFF - o_l4d if 0 < o_l4d < 0xFFFF else 0xFFFF
+    return U16[o_ipd], U16[o_l4d], U16[i_ipd], U16[i_l4d]
+
+
 def set_rewrites(s: Any, o_hop: Hop, i_hop: Hop, *, pseudo: bool) -> None:
     """Compute and store both rewrites of session ``s`` (its addresses and ports are set)."""
-    s.o_ipd, s.o_l4d = deltas(s.in_addr, s.out_addr, s.in_port, s.out_port, pseudo)
-    s.i_ipd, s.i_l4d = deltas(s.out_addr, s.in_addr, s.out_port, s.in_port, pseudo)
+    s.o_ipd, s.o_l4d, s.i_ipd, s.i_l4d = rewrite_deltas(s.in_addr, s.out_addr, s.in_port, s.out_port, pseudo)
     s.o_hop = o_hop
     s.i_hop = i_hop
 

@@ -43,6 +43,7 @@ from passnat.nat.drops import Drop
 from passnat.nat.flow import H_FC, H_MTU, H_NH, H_OIF, H_SLOW, Hop
 from passnat.nat.fragments import FragmentTracker
 from passnat.nat.handlers.base import HELD, Fwd, Pkt, Registry, Verdict
+from passnat.nat.lean import LeanPath
 from passnat.nat.routing import DISCARD, RoutingTable
 from passnat.nat.session import Record, Session
 from passnat.nat.static import Snapt, StaticNat
@@ -94,7 +95,7 @@ _UNSOLICITED_DROPS = frozenset(_UNSOLICITED.values()) | {Drop.OTHER_NO_SESSION}
 class Router:
     """The NAT router engine.  See the module docstring for the pipeline."""
 
-    def __init__(self, config: Config, *, seed: int | None = None, speedups: bool = True):
+    def __init__(self, config: Config, *, seed: int | None = None, speedups: bool = True, lean: bool = True):
         self.rng = random.Random(seed)
         self._cfast = _c_fast if speedups else None
         self._counters: Counter[str] = Counter()
@@ -112,6 +113,7 @@ class Router:
         self._clock = float("-inf")  # the latest `now` seen on the slow path or by a timer
         self.static: StaticNat | None = None
         self.fragments: FragmentTracker | None = None
+        self.lean = LeanPath(self) if lean else None
         from passnat.nat.handlers import default_handlers
         for h in default_handlers():
             self.registry.register(h)
@@ -172,6 +174,8 @@ class Router:
         self.broadcasts = frozenset(b for itf in self.ifaces.values() for b in itf.broadcasts())
         self.filter = Filter(self, config, getattr(self, "filter", None))
         self._build_fast_tables()
+        if self.lean is not None:
+            self.lean.configure()
 
     def _build_fast_tables(self) -> None:
         """Per ingress interface: (outbound?, 256-entry protocol -> flow dict list)."""
@@ -480,6 +484,10 @@ class Router:
         return []
 
     def _slow(self, interface: str, packet: bytes, now: float) -> list[Output]:
+        if self.lean is not None:
+            out = self.lean.first(interface, packet, now)  # a new plain NAPT flow (lean.py)
+            if out is not None:
+                return out
         self._counters["slow_path_packets"] += 1
         if now > self._clock:
             self._clock = now

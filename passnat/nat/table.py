@@ -172,19 +172,45 @@ class SessionTable:
 
     # ------------------------------------------------------------- sessions
 
-    def add(self, s: Session) -> None:
+    def add(self, s: Session, okey: bytes | None = None, ikey: bytes | None = None) -> None:
+        """Register a new session (limits checked with ``admit``), indexed under ``okey``/``ikey``
+        when given (``set_flows`` does it later otherwise)."""
         self._n += 1
-        self.count_src[s.origin] = self.count_src.get(s.origin, 0) + 1
-        self.count_private[s.in_addr] = self.count_private.get(s.in_addr, 0) + 1
+        origin, private = s.origin, s.in_addr
+        counts = self.count_src
+        counts[origin] = counts.get(origin, 0) + 1
+        counts = self.count_private
+        counts[private] = counts.get(private, 0) + 1
         if s.mapping is not None:
             s.mapping.refs += 1
-        self._file(s, s.last + s.timeout, s.last)
         self.created_total += 1
+        if okey is not None:
+            self.out_flows[s.proto][okey] = s
+            s.okey = okey
+        if ikey is not None:
+            self.in_flows[s.proto][ikey] = s
+            s.ikey = ikey
+        # _file, inline (this runs for every new session)
+        last = s.last
+        exp = last + s.timeout
+        sec = int(exp)
+        if sec > exp:
+            sec -= 1  # floor of a negative time
+        if sec > last:
+            bucket = self._wheel.get(sec)
+            if bucket is None:
+                self._wheel[sec] = bucket = [sec]
+                heapq.heappush(self._seconds, sec)
+                self.on_deadline(sec)
+            s.hd = bucket[0]  # type: ignore[assignment]
+            bucket.append(s)
+        else:
+            self._file(s, exp, last)
 
     def _file(self, s: Session, exp: float, now: float) -> None:
         """Give ``s`` its primary timer entry for deadline ``exp`` (not yet due at ``now``)."""
         sec = math.floor(exp)
-        if sec > now:
+        if sec > now:  # (add() has a copy of this)
             bucket = self._wheel.get(sec)
             if bucket is None:
                 self._wheel[sec] = bucket = [sec]

@@ -1,0 +1,182 @@
+"""The lean path (passnat/nat/lean.py) against the full pipeline.
+
+Two routers with the same configuration and seed, one with the lean path and
+one without, get the same packets at the same times: every output (interface,
+next hop, bytes), every counter, every session record and every session's
+internal rewrite state must be identical.  The packets are generated to sit on
+the edges of what the lean path takes (SYN and other flags, PPTP and IKE
+ports, DNS ports, TTL 1, fragments, options, padding, bad checksums, martian
+and local addresses, the MTU, MSS clamping, limits, port exhaustion) and come
+from several configurations (plain NAPT, tcp-mss, SNAPT reservations, random
+ports, limits, static and dynamic NAT, a filter).
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scapy.all import IP, TCP, UDP, raw  # type: ignore[attr-defined]
+from scapy.layers.inet import IPOption_NOP
+
+import passnat
+from passnat.nat.lean import LeanPath
+from tests.nat.helpers import BASE, verify
+
+CONFIGS = {
+    "plain": "",
+    "mss": "interface lan1 tcp-mss 1300\n",
+    "mss-lan": "interface lan0 tcp-mss 1200\ninterface lan1 tcp-mss 1400\n",
+    "mtu": "interface lan1 mtu 576\n",
+    "snapt": "nat snapt add protocol tcp listen 40001 forward 192.168.0.50 22 interface lan1\n"
+             "nat snapt add protocol udp listen 40002 forward 192.168.0.50 53 interface lan1\n",
+    "random": "nat option port-assignment random\n",
+    "limits": "nat session maximum 6\nnat session restricted-per-ip 3\n",
+    "static": "nat static add 192.168.0.12 203.0.113.5 interface lan1\n",
+    "dynamic": "nat dynamic add private 192.168.0.13-192.168.0.14 interface lan1\n"
+               "nat dynamic add global 203.0.113.100-203.0.113.101 interface lan1\n",
+    "filter": "filter add f1 interface lan1 direction out action pass protocol udp\n",
+    "timeouts": "nat timeout protocol udp 77\nnat timeout protocol tcp-synonly 11\n",
+}
+
+HOSTS = ["192.168.0.11", "192.168.0.12", "192.168.0.13", "192.168.0.99", "192.168.0.255", "192.168.0.1",
+         "10.9.9.9", "127.0.0.1"]
+REMOTES = ["198.51.100.7", "198.51.100.8", "203.0.113.10", "203.0.113.1", "224.0.0.5", "255.255.255.255",
+           "203.0.113.255", "192.168.0.12"]
+PORTS = [1, 53, 123, 500, 1023, 1024, 1723, 4500, 5000, 5001, 40001, 40002, 65535]
+
+
+@st.composite
+def packets(draw: Any) -> tuple[str, bytes, float]:
+    """(ingress, IPv4 packet, time) near the edges of the lean path."""
+    src = draw(st.sampled_from(HOSTS))
+    dst = draw(st.sampled_from(REMOTES))
+    sport, dport = draw(st.sampled_from(PORTS)), draw(st.sampled_from(PORTS))
+    ttl = draw(st.sampled_from([64, 2, 1]))
+    payload = b"x" * draw(st.sampled_from([0, 10, 600]))
+    kind = draw(st.sampled_from(["tcp", "tcp", "udp", "udp", "udp0"]))
+    if kind == "tcp":
+        flags = draw(st.sampled_from(["S", "SA", "A", "PA", "F", "R", "", "SF"]))
+        opts = draw(st.sampled_from([[], [("MSS", 1460)], [("NOP", None)] * 4]))
+        l4: Any = TCP(sport=sport, dport=dport, flags=flags, options=opts)
+    else:
+        l4 = UDP(sport=sport, dport=dport)
+    ip = IP(src=src, dst=dst, ttl=ttl, id=7)
+    variant = draw(st.sampled_from(["ok"] * 8 + ["df", "mf", "offset", "options", "padding", "badsum"]))
+    if variant == "df":
+        ip.flags = "DF"
+    elif variant == "mf":
+        ip.flags = "MF"
+    elif variant == "offset":
+        ip.frag = 100
+    elif variant == "options":
+        ip.options = [IPOption_NOP()] * 4
+    b = bytearray(raw(ip / l4 / payload))
+    if kind == "udp0":
+        struct.pack_into("!H", b, (b[0] & 15) * 4 + 6, 0)  # UDP without checksum
+    if variant == "padding":
+        b += b"\0" * 6
+    elif variant == "badsum":
+        b[10] ^= 0x5A
+    iface = draw(st.sampled_from(["lan0"] * 6 + ["lan1"]))
+    when = draw(st.sampled_from([0.0, 0.5, 1.0, 20.0, 200.0]))
+    return iface, bytes(b), when
+
+
+def outputs(outs: list[passnat.Output]) -> list[tuple[str, str, bytes]]:
+    return [(o.interface, str(o.next_hop), o.packet) for o in outs]
+
+
+def _hop(h: Any) -> Any:
+    """A hop with its filter counter named (each router has its own rule objects)."""
+    if h is None:
+        return None
+    fc = h[4]
+    name = None if fc is None else getattr(getattr(fc, "config", None), "name", type(fc).__name__)
+    return (*h[:4], name)
+
+
+def state(r: passnat.Router, now: float) -> Any:
+    recs = [dict(rec) for rec in r.sessions(now)]
+    inner = [(s.id, s.o_ipd, s.o_l4d, s.i_ipd, s.i_l4d, _hop(s.o_hop), _hop(s.i_hop), s.okey, s.ikey, s.lan_if, s.hd,
+              s.tcp_state, s.mapping and (s.mapping.out_addr, s.mapping.out_port, s.mapping.refs))
+             for s in r.table.all()]
+    return recs, inner, r.counters(), r.next_deadline(), r.table.created_total
+
+
+class Spy(LeanPath):
+    taken = 0
+
+    def first(self, interface: str, packet: bytes, now: float) -> list[passnat.Output] | None:
+        out = super().first(interface, packet, now)
+        if out is not None:
+            Spy.taken += 1
+        return out
+
+
+def pair(extra: str) -> tuple[passnat.Router, passnat.Router]:
+    lean = passnat.Router(passnat.parse_config(BASE + extra), seed=3)
+    lean.lean = Spy(lean)
+    lean.lean.configure()
+    full = passnat.Router(passnat.parse_config(BASE + extra), seed=3, lean=False)
+    assert full.lean is None
+    return lean, full
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seq=st.lists(packets(), min_size=1, max_size=25))
+def test_lean_equals_full_pipeline(name: str, seq: list[tuple[str, bytes, float]]) -> None:
+    lean, full = pair(CONFIGS[name])
+    t = 0.0
+    for iface, pkt, dt in seq:
+        t += dt
+        a, b = lean.handle(iface, pkt, t), full.handle(iface, pkt, t)
+        assert outputs(a) == outputs(b)
+        for o in a:
+            verify(o.packet)
+        # the replies too: the sessions the lean path made must work both ways
+        for o in a:
+            if o.interface == "lan1" and len(o.packet) >= 24:
+                reply = o.packet[:12] + o.packet[16:20] + o.packet[12:16] + o.packet[22:24] + o.packet[20:22] + o.packet[24:]
+                reply = _fix(reply)
+                assert outputs(lean.handle("lan1", reply, t)) == outputs(full.handle("lan1", reply, t))
+    assert state(lean, t) == state(full, t)
+    assert state(lean, t + 1000) == state(full, t + 1000)
+
+
+def _fix(pkt: bytes) -> bytes:
+    """A packet with its checksums recomputed (scapy)."""
+    ip = IP(pkt)
+    ip.chksum = None
+    if ip.haslayer(TCP):
+        ip[TCP].chksum = None
+    elif ip.haslayer(UDP) and ip[UDP].chksum:
+        ip[UDP].chksum = None
+    return raw(ip)
+
+
+def test_the_lean_path_is_taken_for_plain_flows() -> None:
+    lean, full = pair("")
+    Spy.taken = 0
+    for i in range(20):
+        syn = raw(IP(src="192.168.0.11", dst="198.51.100.7") / TCP(sport=40000 + i, dport=443, flags="S"))
+        dns = raw(IP(src="192.168.0.12", dst="198.51.100.8") / UDP(sport=30000 + i, dport=53) / b"q")
+        for p in (syn, dns):
+            assert outputs(lean.handle("lan0", p, 1.0)) == outputs(full.handle("lan0", p, 1.0))
+    assert Spy.taken == 40
+    assert state(lean, 1.0) == state(full, 1.0)
+    recs = {(r["protocol"], r["timer"]) for r in lean.sessions(1.0)}
+    assert recs == {("tcp", "tcp-synonly"), ("udp", "dns")}
+
+
+@pytest.mark.parametrize("extra", ["filter add f1 interface lan1 direction out action pass protocol udp\n",
+                                   "nat static add 192.168.0.11 203.0.113.5 interface lan1\n"])
+def test_the_lean_path_stands_aside_for_filters_and_static_nat(extra: str) -> None:
+    lean, _ = pair(extra)
+    Spy.taken = 0
+    syn = raw(IP(src="192.168.0.11", dst="198.51.100.7") / TCP(sport=40000, dport=443, flags="S"))
+    assert lean.handle("lan0", syn, 1.0)
+    assert Spy.taken == 0
