@@ -8,16 +8,15 @@
  * one place with logic.  The session's rewrite slots and hop tuple are
  * passnat/nat/flow.py's (configure() learns where the slots are).
  *
- * ring_forward() is the same fast path for the daemon (passnat/io/daemon.py
- * _drain), run over the frames of one TPACKET_V3 ring block: it rewrites each
- * frame in place in the ring, puts the next hop's cached link-layer header
- * (virtio_net_hdr + Ethernet, neighbours.py ``fast``) in front of it and sends
- * it on the egress socket -- what Router.handle() + Daemon._send() do for
- * such a frame, byte for byte and counter for counter.  It stops at the first
- * frame it cannot finish (ARP, slow path, unresolved next hop, anything odd)
- * and leaves it, untouched, to the Python code, which calls it again for the
- * frames after that one: every frame is handled by exactly one of the two and
- * all frames go out in ring order.
+ * ring_rx() is the daemon's receive loop (passnat/io/daemon.py _drain) over a
+ * TPACKET_V2 ring: for each frame the kernel handed over, the same fast path,
+ * rewriting the frame in its slot, putting the next hop's cached link-layer
+ * header (virtio_net_hdr + Ethernet, neighbours.py ``fast``) in front of it
+ * and queueing it for sendmmsg on the egress socket -- what Router.handle() +
+ * Daemon._send() do for such a frame, byte for byte and counter for counter.
+ * Every other frame (ARP, new flows, anything odd) goes to a Python callback
+ * after everything queued before it was sent, so frames leave in ring order
+ * and every frame is handled by exactly one of the two.
  *
  * If this module cannot be built, passnat runs the same paths in Python
  * (PASSNAT_PURE=1 forces that; tests check both give identical bytes).
@@ -276,32 +275,36 @@ fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
-/* ------------------------------------------------------------ ring_forward() */
+/* ---------------------------------------------------------------- ring_rx() */
 
-/* The per-link state array (array('q'), Link.fast_state; daemon.py names the same indexes). */
+/* The per-link state array (array('q'), Link.fast_state; link.py names the same indexes). */
 enum {
-    ST_OFF,        /* in/out: ring offset of the next frame */
-    ST_LEFT,       /* in/out: frames left in the block */
-    ST_RX_BYTES,   /* out: wire bytes of the frames handled here (added up) */
-    ST_PARTIAL,    /* out: of those, frames with a partial checksum */
-    ST_TX_PACKETS, /* out: frames sent on this link */
-    ST_TX_BYTES,   /* out: their bytes without the virtio_net_hdr */
-    ST_TX_ERRORS,  /* out: frames the kernel refused */
-    ST_FAST,       /* out: frames handled here (received on this link) */
-    ST_LEN
+    ST_RX_PACKETS, /* frames walked (all of them: forwarded here or handed to Python) */
+    ST_RX_BYTES,   /* their wire bytes */
+    ST_PARTIAL,    /* frames forwarded here that had a partial checksum */
+    ST_TX_PACKETS, /* frames sent on this link (as egress) */
+    ST_TX_BYTES,   /* their bytes without the virtio_net_hdr */
+    ST_TX_ERRORS,  /* frames the kernel refused on this link */
+    ST_FAST,       /* frames received on this link and forwarded here */
+    ST_CB_ERRORS,  /* exceptions that escaped the Python callback (internal errors) */
+    ST_ERRNO,      /* ST_ERRNO + e: send errors with errno e (e < ST_NERRNO, else ST_ERRNO + 0) */
+    ST_NERRNO = 128,
+    ST_LEN = ST_ERRNO + ST_NERRNO
 };
 
-#define TP_HDR_READ 28          /* tpacket3_hdr bytes read: next_offset .. tp_net */
-#define TP_HDR_SIZE 48          /* sizeof(struct tpacket3_hdr): never written over */
+#define TP2_HDR 32              /* sizeof(struct tpacket2_hdr): never written over */
+#define TP_STATUS_USER 1
+#define TP_STATUS_COPY 2
 #define TP_STATUS_CSUMNOTREADY 8
+#define TP_STATUS_VLAN_VALID 16
 #define VNET_LEN 10             /* struct virtio_net_hdr */
 #define L2_LEN (VNET_LEN + 14)  /* what goes in front of the IPv4 packet */
 #define MAX_PORTS 8             /* egress links one call can send on */
-#define BATCH 32                /* frames queued per egress before one sendmmsg */
+#define BATCH 64                /* frames queued per egress before one sendmmsg */
 
-/* An egress link seen during one call: its table entry and its state array. */
+/* An egress link seen during one call: its table entry, state array and send queue. */
 struct port {
-    PyObject *entry;  /* the egress dict's (neighbour fast dict, fd, state) tuple */
+    PyObject *entry;  /* the egress dict's (neighbour fast dict, fd, state) tuple (a reference) */
     PyObject *neigh;  /* borrowed from entry: str(next hop) -> virtio_net_hdr + Ethernet header */
     int fd;
     Py_buffer view;
@@ -310,7 +313,14 @@ struct port {
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
 };
-static int use_mmsg;
+static int use_mmsg = 1;
+
+static void
+count_tx_error(int64_t *st, int e)
+{
+    st[ST_TX_ERRORS]++;
+    st[ST_ERRNO + (e > 0 && e < ST_NERRNO ? e : 0)]++;
+}
 
 static void
 port_flush(struct port *pt)
@@ -321,7 +331,7 @@ port_flush(struct port *pt)
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            pt->st[ST_TX_ERRORS]++;
+            count_tx_error(pt->st, errno); /* the first message failed: skip it, send the rest */
             i++;
             continue;
         }
@@ -336,7 +346,7 @@ port_flush(struct port *pt)
 
 struct call {
     unsigned char *ring;
-    Py_ssize_t limit;       /* end of the block: nothing at or after it is touched */
+    Py_ssize_t frame_size;
     PyObject *ft;           /* the ingress interface's fast table (a reference held for the call) */
     PyObject *egress;
     PyObject *now;
@@ -349,7 +359,7 @@ struct call {
 static inline uint32_t rd32(const unsigned char *b)
 {
     uint32_t v;
-    memcpy(&v, b, 4); /* host order, possibly unaligned */
+    memcpy(&v, b, 4); /* host order */
     return v;
 }
 
@@ -387,7 +397,7 @@ get_port(struct call *c, PyObject *entry)
         PyBuffer_Release(&pt->view);
         return NULL;
     }
-    pt->entry = Py_NewRef(entry); /* kept for the call: Python code may run (filter counters) */
+    pt->entry = Py_NewRef(entry); /* kept for the call: Python code may run (callbacks, counters) */
     pt->neigh = neigh;
     pt->fd = (int)v;
     pt->st = (int64_t *)pt->view.buf;
@@ -412,32 +422,37 @@ neighbour_header(struct port *pt, PyObject *nh)
     return Py_NewRef(hdr);
 }
 
+static void
+flush_all(struct call *c)
+{
+    for (int i = 0; i < c->nports; i++)
+        port_flush(&c->ports[i]);
+}
+
 /*
- * Forward the frame at ring offset off if it takes the fast path: 1 when it
- * was handled (*next = offset of the following frame), 0 when it is left to
- * Python untouched.  Every check comes before the first change, and the
- * changes stay inside this frame's own bytes (from after its tpacket3_hdr to
- * the end of its captured data, before the next frame), so the frames left to
- * Python read the same bytes as without this path, even in a corrupt block.
+ * Forward the frame in the slot at ring offset off if it takes the fast path:
+ * 1 when it was rewritten and queued (or sent), 0 when it is left to Python
+ * untouched.  Every check comes before the first change, and the changes stay
+ * inside this slot, after its tpacket2_hdr.  The same tests, in the same
+ * order, as the daemon's Python loop (daemon.py _frame) and Router._handle.
  */
 static int
-forward_one(struct call *c, Py_ssize_t off, int last, Py_ssize_t *next)
+forward_one(struct call *c, Py_ssize_t off)
 {
-    if (off < 0 || off + TP_HDR_READ > c->limit)
-        return 0;
     unsigned char *f = c->ring + off;
-    uint32_t nxt = rd32(f), snap = rd32(f + 12), length = rd32(f + 16), status = rd32(f + 20);
-    unsigned mac = rd16(f + 24), net = rd16(f + 26);
-    Py_ssize_t end = off + (Py_ssize_t)mac + (Py_ssize_t)snap; /* end of the captured bytes */
-    if (end > c->limit || (!last && off + (Py_ssize_t)nxt < end) || mac < VNET_LEN || net < mac + 14
-        || net < TP_HDR_SIZE + L2_LEN || off + (Py_ssize_t)net + 28 > end)
+    uint32_t status = rd32(f), length = rd32(f + 4), snap = rd32(f + 8);
+    unsigned mac = rd16(f + 12), net = rd16(f + 14);
+    if (status & (TP_STATUS_COPY | TP_STATUS_VLAN_VALID))
+        return 0; /* a super-frame (on the socket queue), or a VLAN tag: Python */
+    if ((Py_ssize_t)mac + (Py_ssize_t)snap > c->frame_size || mac < TP2_HDR + VNET_LEN || net < mac + 14
+        || net < TP2_HDR + L2_LEN || (Py_ssize_t)net + 28 > (Py_ssize_t)mac + (Py_ssize_t)snap)
         return 0;
     const unsigned char *eth = f + mac;
     unsigned char *p = f + net;
     if (eth[12] != 0x08 || eth[13] != 0x00)
-        return 0; /* ARP */
+        return 0; /* ARP, VLAN */
     Py_ssize_t n = ((Py_ssize_t)p[2] << 8) | p[3];
-    if (n < 28 || off + (Py_ssize_t)net + n > end)
+    if (n < 28 || (Py_ssize_t)net + n > (Py_ssize_t)mac + (Py_ssize_t)snap)
         return 0; /* Python would pass a packet whose length differs from its header's: slow path */
     int partial = 0;
     if ((status & TP_STATUS_CSUMNOTREADY) || (long)length > c->plain) {
@@ -482,7 +497,7 @@ forward_one(struct call *c, Py_ssize_t off, int last, Py_ssize_t *next)
 
     /* ---- committed: nothing below can fail ---- */
     apply_flow(p, &rw);
-    unsigned char *l2 = p - L2_LEN; /* inside this frame: net >= TP_HDR_SIZE + L2_LEN */
+    unsigned char *l2 = p - L2_LEN; /* inside this slot: net >= TP2_HDR + L2_LEN */
     if (partial) {
         /* offload.to_partial: the kernel finishes the L4 checksum; the field holds
          * the pseudo-header sum and the virtio_net_hdr asks for the rest */
@@ -502,31 +517,28 @@ forward_one(struct call *c, Py_ssize_t off, int last, Py_ssize_t *next)
         memcpy(l2, hdr, L2_LEN);
     }
     Py_DECREF(hdrobj);
+    c->st[ST_FAST]++;
     if (use_mmsg) {
         if (pt->nq == BATCH)
-            port_flush(pt);
+            port_flush(pt); /* (the frames it sends are released with the others at the end) */
         unsigned q = pt->nq++;
         pt->iov[q].iov_base = l2;
         pt->iov[q].iov_len = (size_t)(n + L2_LEN);
         memset(&pt->msgs[q], 0, sizeof(pt->msgs[q]));
         pt->msgs[q].msg_hdr.msg_iov = &pt->iov[q];
         pt->msgs[q].msg_hdr.msg_iovlen = 1;
-        goto sent;
+        return 1;
     }
     ssize_t r;
     do {
         r = send(pt->fd, l2, (size_t)(n + L2_LEN), MSG_DONTWAIT);
     } while (r < 0 && errno == EINTR);
     if (r < 0) {
-        pt->st[ST_TX_ERRORS]++;
+        count_tx_error(pt->st, errno);
     } else {
         pt->st[ST_TX_PACKETS]++;
         pt->st[ST_TX_BYTES] += n + L2_LEN - VNET_LEN;
     }
-sent:
-    c->st[ST_RX_BYTES] += length;
-    c->st[ST_FAST]++;
-    *next = off + (Py_ssize_t)nxt;
     return 1;
 
 python:
@@ -534,84 +546,125 @@ python:
     return 0;
 }
 
+static inline uint32_t status_acquire(const unsigned char *f)
+{
+    return __atomic_load_n((const uint32_t *)f, __ATOMIC_ACQUIRE);
+}
+
+static inline void release(unsigned char *f)
+{
+    __atomic_store_n((uint32_t *)f, 0, __ATOMIC_RELEASE); /* TP_STATUS_KERNEL: the slot goes back */
+}
+
 /*
- * ring_forward(ring, limit, interface, now, fast_tables, egress, plain, partial_max, state) -> None
+ * ring_rx(ring, head, frame_nr, frame_size, budget, interface, now, fast, fast_tables, egress,
+ *         plain, partial_max, state, slow) -> head
  *
- *   ring         the mmap'ed ring (writable buffer)
- *   limit        end offset of the current block
+ *   ring         the mmap'ed TPACKET_V2 ring (writable buffer of frame_nr slots of frame_size)
+ *   head         the next slot to read
+ *   budget       at most this many frames
  *   interface    ingress configuration interface name
- *   now          the engine's clock for this block (stored as session.last)
+ *   now          the engine's clock for this call (stored as session.last)
+ *   fast         False: every frame goes to slow() (timers are due, or a capture is written)
  *   fast_tables  Router.fast_tables
  *   egress       interface name -> (neighbour fast dict, send socket fd, that link's state)
  *   plain        largest frame without a partial checksum request (link MTU + 14)
  *   partial_max  Daemon.partial_max
- *   state        the ingress link's state array: ST_OFF and ST_LEFT in and out
+ *   state        the ingress link's state array (ST_*), added to
+ *   slow         slow(offset): the daemon's Python handling of the frame in that slot
  *
- * Handles frames from state[ST_OFF] on, at most state[ST_LEFT], until one
- * needs Python; the counters in the state arrays are added to (the daemon
- * folds them into the Link objects).  Raises only for bad arguments, before
- * any frame is touched.
+ * Walks the slots handed over by the kernel from head on, in order: a frame
+ * of an established TCP/UDP flow whose next hop is resolved is rewritten in
+ * its slot and queued for sendmmsg on its egress link; any other frame goes to
+ * slow() -- after everything queued before it was sent, so frames leave in
+ * ring order.  A slot goes back to the kernel once its frame was sent or
+ * handled.  Returns the new head.  Raises only for bad arguments, before any
+ * slot is touched.
  */
 static PyObject *
-ring_forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "ring_forward() takes 9 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx() takes 14 arguments");
         return NULL;
     }
     struct call c;
     c.nports = 0;
-    c.now = args[3];
-    c.egress = args[5];
-    if (!PyDict_CheckExact(args[4]) || !PyDict_CheckExact(c.egress)) {
-        PyErr_SetString(PyExc_TypeError, "ring_forward(): fast_tables and egress must be dicts");
+    c.now = args[6];
+    c.egress = args[9];
+    PyObject *slow = args[13];
+    if (!PyDict_CheckExact(args[8]) || !PyDict_CheckExact(c.egress) || !PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx(): fast_tables and egress must be dicts, slow a callable");
         return NULL;
     }
-    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
-    c.plain = PyLong_AsLong(args[6]);
-    c.partial_max = PyLong_AsLong(args[7]);
-    if (PyErr_Occurred())
+    Py_ssize_t head = PyLong_AsSsize_t(args[1]), frame_nr = PyLong_AsSsize_t(args[2]);
+    c.frame_size = PyLong_AsSsize_t(args[3]);
+    Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
+    int fast = PyObject_IsTrue(args[7]);
+    c.plain = PyLong_AsLong(args[10]);
+    c.partial_max = PyLong_AsLong(args[11]);
+    if (PyErr_Occurred() || fast < 0)
         return NULL;
     Py_buffer ring, state;
     if (PyObject_GetBuffer(args[0], &ring, PyBUF_WRITABLE) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[8], &state, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+    if (PyObject_GetBuffer(args[12], &state, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
         PyBuffer_Release(&ring);
         return NULL;
     }
-    if (limit < 0 || limit > ring.len || state.itemsize != 8 || state.len < ST_LEN * 8 || state.format == NULL
-        || strcmp(state.format, "q") != 0) {
+    if (frame_nr <= 0 || c.frame_size < 2 * TP2_HDR || c.frame_size % 16 || head < 0 || head >= frame_nr
+        || frame_nr > ring.len / c.frame_size || state.itemsize != 8 || state.len < ST_LEN * 8
+        || state.format == NULL || strcmp(state.format, "q") != 0) {
         PyBuffer_Release(&state);
         PyBuffer_Release(&ring);
-        PyErr_SetString(PyExc_ValueError, "ring_forward(): limit outside the ring or state not array('q') of 8");
+        PyErr_SetString(PyExc_ValueError, "ring_rx(): ring geometry, head or state array out of range");
         return NULL;
     }
     c.ring = (unsigned char *)ring.buf;
-    c.limit = limit;
     c.st = (int64_t *)state.buf;
-    c.ft = Py_XNewRef(PyDict_GetItemWithError(args[4], args[2]));
-    PyErr_Clear();
-    if (c.ft != NULL) {
-        Py_ssize_t off = (Py_ssize_t)c.st[ST_OFF];
-        int64_t left = c.st[ST_LEFT];
-        Py_ssize_t next;
-        while (left > 0 && forward_one(&c, off, left == 1, &next)) {
-            off = next;
-            left--;
-        }
-        c.st[ST_OFF] = off;
-        c.st[ST_LEFT] = left;
+    c.ft = NULL;
+    if (fast && session_type != NULL) {
+        c.ft = Py_XNewRef(PyDict_GetItemWithError(args[8], args[5]));
+        PyErr_Clear();
     }
+    Py_ssize_t pending = head; /* first slot whose frame is queued but not yet sent */
+    Py_ssize_t npending = 0;
+    for (Py_ssize_t done = 0; done < budget; done++) {
+        unsigned char *f = c.ring + head * c.frame_size;
+        if (!(status_acquire(f) & TP_STATUS_USER))
+            break;
+        c.st[ST_RX_PACKETS]++;
+        c.st[ST_RX_BYTES] += rd32(f + 4);
+        if (c.ft != NULL && forward_one(&c, head * c.frame_size)) {
+            npending++;
+        } else {
+            flush_all(&c);
+            for (; npending; npending--, pending = (pending + 1) % frame_nr)
+                release(c.ring + pending * c.frame_size);
+            PyObject *offobj = PyLong_FromSsize_t(head * c.frame_size);
+            PyObject *r = offobj ? PyObject_CallOneArg(slow, offobj) : NULL;
+            Py_XDECREF(offobj);
+            if (r == NULL) {
+                PyErr_Clear(); /* the daemon's handler counts its own errors; this is the last guard */
+                c.st[ST_CB_ERRORS]++;
+            }
+            Py_XDECREF(r);
+            release(f);
+            pending = (head + 1) % frame_nr;
+        }
+        head = (head + 1) % frame_nr;
+    }
+    flush_all(&c);
+    for (; npending; npending--, pending = (pending + 1) % frame_nr)
+        release(c.ring + pending * c.frame_size);
     Py_XDECREF(c.ft);
-    for (int i = 0; i < c.nports; i++)
-        port_flush(&c.ports[i]);
     for (int i = 0; i < c.nports; i++) {
         PyBuffer_Release(&c.ports[i].view);
         Py_DECREF(c.ports[i].entry);
     }
     PyBuffer_Release(&state);
     PyBuffer_Release(&ring);
-    Py_RETURN_NONE;
+    return PyLong_FromSsize_t(head);
 }
 
 static PyMethodDef methods[] = {
@@ -619,15 +672,16 @@ static PyMethodDef methods[] = {
      "configure(Session) -> None: where the Session class keeps the slots the fast path reads"},
     {"fast", (PyCFunction)(void (*)(void))fast, METH_FASTCALL,
      "fast(tables, interface, packet, now, Output) -> [Output] or None (take the slow path)"},
-    {"ring_forward", (PyCFunction)(void (*)(void))ring_forward, METH_FASTCALL,
-     "ring_forward(ring, limit, interface, now, fast_tables, egress, plain, partial_max, state) -> None:\n"
-     "forward the fast-path frames of a ring block from state[0] until one needs Python"},
+    {"ring_rx", (PyCFunction)(void (*)(void))ring_rx, METH_FASTCALL,
+     "ring_rx(ring, head, frame_nr, frame_size, budget, interface, now, fast, fast_tables, egress, plain,\n"
+     "        partial_max, state, slow) -> head: walk a TPACKET_V2 ring, forwarding established flows,\n"
+     "handing every other frame to slow(offset)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "passnat._speedups",
-    "The established-flow fast path in C: per packet for the engine, per ring block for the daemon "
+    "The established-flow fast path in C: per packet for the engine, per ring walk for the daemon "
     "(see passnat/nat/router.py and passnat/io/daemon.py).", -1, methods,
 };
 
@@ -636,7 +690,7 @@ PyInit__speedups(void)
 {
     str_count = PyUnicode_InternFromString("count");
     int_one = PyLong_FromLong(1);
-    use_mmsg = getenv("PASSNAT_SENDMMSG") != NULL;
+    use_mmsg = getenv("PASSNAT_TX_SEND") == NULL; /* PASSNAT_TX_SEND=1: one send() per frame (to compare) */
     if (str_count == NULL || int_one == NULL)
         return NULL;
     return PyModule_Create(&module);

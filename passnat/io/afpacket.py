@@ -1,29 +1,41 @@
-"""AF_PACKET sockets on one Linux interface: a TPACKET_V3 receive ring and a send socket.
+"""AF_PACKET sockets on one Linux interface: a TPACKET_V2 receive ring and a send socket.
 
-Receive: one ``SOCK_RAW`` socket bound to the interface with a TPACKET_V3 ring
-mapped into the process (blocks of frames handed over by the kernel; no system
-call per packet, measured fastest for Python in reference/perf-anchors.md).
-A classic BPF filter in the kernel keeps only IPv4 and ARP frames addressed to
-this host (``PACKET_HOST``, broadcast, multicast); ``PACKET_IGNORE_OUTGOING``
-keeps the router's own transmissions (and the kernel's) out of the ring.
+Receive: one ``SOCK_RAW`` socket bound to the interface with a TPACKET_V2 ring
+mapped into the process: a ring of fixed-size frame slots, each with a status
+word.  The kernel fills the slot at its head and hands it over at once
+(``TP_STATUS_USER``, and a wake-up if the daemon sleeps in ``poll``); the daemon
+reads slots in order from its own head and gives each back
+(``TP_STATUS_KERNEL``).  No system call per packet, and no retire timer:
+TPACKET_V3 hands frames over a block at a time, when the block is full or its
+timer (at least 1 ms) fires, which added up to a millisecond per hop at light
+load; with the per-frame walk done in C (``_speedups.ring_rx``) V2's per-slot
+status costs nothing measurable.  A frame larger than a slot (a super-frame
+from a peer with TSO/GSO) arrives truncated in its slot with
+``TP_STATUS_COPY``, and whole on the socket's receive queue
+(``PACKET_COPY_THRESH``): ``recv_copy`` reads it.
+
+A classic BPF filter in the kernel keeps only IPv4, ARP and 802.1Q/802.1ad
+(counted and dropped by the daemon) frames addressed to this host
+(``PACKET_HOST``, broadcast, multicast); ``PACKET_IGNORE_OUTGOING`` keeps the
+router's own transmissions (and the kernel's) out of the ring.
 ``PACKET_VNET_HDR`` makes the kernel put a ``virtio_net_hdr`` in front of each
-frame: it tells the segment size of super-frames from peers with TSO/GSO.
-When the ring is full the kernel drops the frame and counts it
+frame: it tells the segment size of super-frames and where a partial checksum
+starts.  When the ring is full the kernel drops the frame and counts it
 (``PACKET_STATISTICS``, read with ``ring_stats``): excess is dropped there,
 before any Python work is spent on it.
 
 Send: a second ``SOCK_RAW`` socket bound to the interface with protocol 0 (it
-receives nothing), non-blocking, one ``send()`` per frame (on veth a TX ring
-gained little: the kernel's per-frame transmit work dominates; see
-docs/daemon.md).  It also has ``PACKET_VNET_HDR``: every frame sent starts with
-a ``virtio_net_hdr`` (offload.VNET_NONE, or a checksum request).  On an
-interface without a queueing discipline (``noqueue``: veth and other virtual
-links) it also sets ``PACKET_QDISC_BYPASS``, which skips the (empty) qdisc
-layer: measured 15-20 % more 64-byte packets per second on veth.  Interfaces
-with a qdisc keep it (tc shaping, queueing when the NIC is busy).
+receives nothing), non-blocking; the C loop sends batches with ``sendmmsg``,
+Python one ``send()`` per frame.  It also has ``PACKET_VNET_HDR``: every frame
+sent starts with a ``virtio_net_hdr`` (offload.VNET_NONE, or a checksum
+request).  On an interface without a queueing discipline (``noqueue``: veth
+and other virtual links) it also sets ``PACKET_QDISC_BYPASS``, which skips the
+(empty) qdisc layer: measured 15-20 % more 64-byte packets per second on veth.
+Interfaces with a qdisc keep it (tc shaping, queueing when the NIC is busy).
 
-Invariants: a block is returned to the kernel (status ``TP_STATUS_KERNEL``)
-only after every frame in it was copied out; ring geometry is fixed at open.
+Invariants: a slot is given back to the kernel only after its frame was copied
+out or sent; ring geometry is fixed at open; the reader's head only moves
+forward over slots handed to it, except ``resync`` (docs/daemon.md).
 """
 from __future__ import annotations
 
@@ -36,18 +48,21 @@ from dataclasses import dataclass
 
 SOL_PACKET = 263
 PACKET_RX_RING = 5
+PACKET_COPY_THRESH = 7
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
-TPACKET_V3 = 2
+TPACKET_V2 = 1
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
+TP_STATUS_COPY = 1 << 1
 TP_STATUS_CSUMNOTREADY = 1 << 3
+TP_STATUS_VLAN_VALID = 1 << 4
 
 SIOCGIFFLAGS = 0x8913
 SIOCGIFMTU = 0x8921
@@ -55,25 +70,25 @@ SIOCGIFHWADDR = 0x8927
 IFF_UP = 0x1
 ARPHRD_ETHER = 1
 
-#: tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1:
-#: block_status (8), num_pkts (12), offset_to_first_pkt (16)
-BLOCK_HDR = struct.Struct("=III")
-BLOCK_STATUS_OFF = 8
-#: tpacket3_hdr: next_offset, (sec, nsec), snaplen, len, status, mac, net
-FRAME_HDR = struct.Struct("=I8xIIIHH")
+#: tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec, vlan_tci, vlan_tpid (32 bytes)
+FRAME_HDR = struct.Struct("=IIIHHIIHH4x")
 _U32 = struct.Struct("=I")
+#: room in a slot before the Ethernet header: tpacket2_hdr + sockaddr_ll, aligned, + virtio_net_hdr
+SLOT_HEADROOM = 128
 
 
 @dataclass(frozen=True, slots=True)
 class RingGeometry:
-    block_size: int = 1 << 18  # 256 KiB: holds a 64 KiB super-frame and ~150 full frames
-    block_nr: int = 32  # 8 MiB per interface
-    frame_size: int = 2048  # only for the kernel's frame count in V3
-    retire_ms: int = 1  # a partly filled block is handed over after this long
+    frames: int = 4096  # slots in the receive ring (8 MiB of 2 KiB slots at MTU 1500)
+    block_size: int = 1 << 16  # the kernel's allocation unit; a multiple of the slot size
 
-    @property
-    def frame_nr(self) -> int:
-        return self.block_size * self.block_nr // self.frame_size
+    def frame_size(self, mtu: int) -> int:
+        """The slot size for interface MTU ``mtu``: a power of two holding the headers, an
+        802.1Q tag and a full frame (2048 up to MTU 1900)."""
+        size = 2048
+        while size < SLOT_HEADROOM + 18 + mtu:
+            size *= 2
+        return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +129,19 @@ def link_qdisc(name: str) -> str | None:
 
 
 def _bpf_ipv4_arp_to_host() -> bytes:
-    """sock_fprog for: pkttype in {host, broadcast, multicast} and ethertype IPv4 or ARP."""
+    """sock_fprog for: pkttype in {host, broadcast, multicast} and ethertype IPv4, ARP, or a
+    VLAN tag (802.1Q, 802.1ad: the daemon counts and drops those)."""
     ld_w_abs, ld_h_abs, jeq, ret = 0x20, 0x28, 0x15, 0x06
     skf_ad_pkttype = -0x1000 + 4
     prog = [
         (ld_w_abs, 0, 0, skf_ad_pkttype & 0xFFFFFFFF),  # A = pkttype
-        (jeq, 4, 0, 3),  # PACKET_OTHERHOST -> drop
-        (jeq, 3, 0, 4),  # PACKET_OUTGOING -> drop
+        (jeq, 6, 0, 3),  # PACKET_OTHERHOST -> drop
+        (jeq, 5, 0, 4),  # PACKET_OUTGOING -> drop
         (ld_h_abs, 0, 0, 12),  # A = ethertype
-        (jeq, 2, 0, 0x0800),  # IPv4 -> accept
-        (jeq, 1, 0, 0x0806),  # ARP -> accept
+        (jeq, 4, 0, 0x0800),  # IPv4 -> accept
+        (jeq, 3, 0, 0x0806),  # ARP -> accept
+        (jeq, 2, 0, 0x8100),  # 802.1Q -> accept (counted, dropped)
+        (jeq, 1, 0, 0x88A8),  # 802.1ad -> accept (counted, dropped)
         (ret, 0, 0, 0),  # drop
         (ret, 0, 0, 0x40000),  # accept (up to 256 KiB)
     ]
@@ -131,25 +149,28 @@ def _bpf_ipv4_arp_to_host() -> bytes:
 
 
 class RxRing:
-    """A TPACKET_V3 receive ring on one interface.  ``mm`` and the block offsets are
-    public so the daemon's loop can read frames without a call per packet."""
+    """A TPACKET_V2 receive ring on one interface.  ``mm``, ``frame_size``, ``frame_nr`` and
+    ``head`` (the next slot to read) are public: the daemon's loop reads slots without a call
+    per packet."""
 
-    def __init__(self, ifname: str, geometry: RingGeometry = RingGeometry()):
+    def __init__(self, ifname: str, geometry: RingGeometry = RingGeometry(), mtu: int = 1500):
         self.geometry = geometry
+        self.frame_size = geometry.frame_size(mtu)
+        block = max(geometry.block_size, self.frame_size)
+        per_block = block // self.frame_size
+        self.frame_nr = max(1, -(-geometry.frames // per_block)) * per_block
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
-            self._setup(ifname, geometry)
+            self._setup(ifname, block)
         except BaseException:
             self.sock.close()
             raise
-        self.block = 0  # next block to look at
-        self.block_size = geometry.block_size
-        self.block_nr = geometry.block_nr
+        self.head = 0  # next slot to look at
         self.total_packets = 0
         self.total_drops = 0
         self.total_freezes = 0
 
-    def _setup(self, ifname: str, g: RingGeometry) -> None:
+    def _setup(self, ifname: str, block: int) -> None:
         s = self.sock
         code = _bpf_ipv4_arp_to_host()
         buf = ctypes.create_string_buffer(code)
@@ -157,24 +178,34 @@ class RxRing:
         s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-        req = struct.pack("=7I", g.block_size, g.block_nr, g.frame_size, g.frame_nr, g.retire_ms, 0, 0)
+        s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        s.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)  # oversized frames also go to the socket queue
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        size = self.frame_size * self.frame_nr
+        req = struct.pack("=4I", block, size // block, self.frame_size, self.frame_nr)
         s.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-        self.mm = mmap.mmap(s.fileno(), g.block_size * g.block_nr, mmap.MAP_SHARED,
-                            mmap.PROT_READ | mmap.PROT_WRITE)
+        self.mm = mmap.mmap(s.fileno(), size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         # bind last: frames start to arrive only once the filter and ring are in place
         s.bind((ifname, ETH_P_ALL))
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def recv_copy(self) -> bytes | None:
+        """The whole frame (virtio_net_hdr first) of a slot marked TP_STATUS_COPY, from the
+        socket's receive queue; None if it is not there (the kernel had no room for it)."""
+        try:
+            return self.sock.recv(1 << 17, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
+
     def ring_stats(self) -> tuple[int, int, int]:
-        """(packets, drops, freezes) since open; the kernel resets its counters on read."""
-        raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
-        packets, drops, freezes = struct.unpack("=III", raw)
+        """(packets, drops, freezes) since open; the kernel resets its counters on read (a V2 ring
+        never freezes: that count stays 0)."""
+        raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        packets, drops = struct.unpack("=II", raw)
         self.total_packets += packets
         self.total_drops += drops
-        self.total_freezes += freezes
         return self.total_packets, self.total_drops, self.total_freezes
 
     def close(self) -> None:
@@ -211,10 +242,10 @@ class TxSocket:
 
 
 __all__ = [
-    "BLOCK_HDR",
-    "BLOCK_STATUS_OFF",
     "FRAME_HDR",
+    "TP_STATUS_COPY",
     "TP_STATUS_CSUMNOTREADY",
+    "TP_STATUS_VLAN_VALID",
     "TP_STATUS_KERNEL",
     "TP_STATUS_USER",
     "LinkInfo",

@@ -7,30 +7,30 @@ announce the router's addresses with gratuitous ARP.
 Loop (``run``), one turn:
   1. ``poll`` the rings, the control socket and the signal pipe, with a
      timeout up to the next deadline (engine, ARP, housekeeping; at most 1 s);
-  2. every link: hand at most ``budget`` frames (whole ring blocks) to the
-     engine, send what it returns (Ethernet header from the ARP cache, or
-     queue the packet and resolve); a link with more ready blocks makes the
-     next poll non-blocking, so the control socket and timers are served
-     between bounded bursts and excess is dropped by the kernel at the ring
-     (counted, ``PACKET_STATISTICS``) instead of starving the loop;
-  3. engine timers (``router.on_timer``), ARP retries/ageing, ICMP host
-     unreachable for packets whose next hop never answered ARP;
+  2. every link in turn: walk at most ``budget`` frames (256) of its receive
+     ring (TPACKET_V2, afpacket.py); a link with more waiting makes the next
+     poll non-blocking, so the control socket, the timers and the other link
+     (an ARP reply) are served between bounded bursts, and excess is dropped by
+     the kernel at the full ring (counted, ``PACKET_STATISTICS``) instead of
+     starving the loop;
+  3. engine timers (``router.on_timer`` when ``router.deadline`` is reached:
+     a cached minimum, not a scan), ARP retries/ageing, ICMP host unreachable
+     for packets whose next hop never answered ARP;
   4. a pending SIGHUP reload or SIGTERM/SIGINT stop.
 
-Fast path in C: when ``passnat._speedups`` is built (and ``PASSNAT_PURE`` is
-not set, and no capture is written), ``_drain`` hands each ring block to
-``ring_forward`` first.  It forwards established TCP/UDP flows whose next hop
-is resolved -- the engine's fast path plus ``_send``, same bytes, same
-counters -- straight from the ring to the egress socket, and stops at the
-first frame that needs anything else; the Python loop below takes that one
-frame and calls it again for the rest.  So each frame is handled by exactly
-one of the two, in ring order, and the frames go out in the order the Python
-loop alone would send them.  It is skipped for a block whose clock has
-reached the engine's next deadline (``handle`` runs the timers first).
+The receive loop in C: when ``passnat._speedups`` is built (and
+``PASSNAT_PURE`` is not set), ``_drain`` hands the ring to ``ring_rx``.  It
+forwards established TCP/UDP flows whose next hop is resolved -- the engine's
+fast path plus ``_send``, same bytes, same counters -- straight from the ring
+slot to the egress socket (``sendmmsg`` batches), and hands every other frame
+to ``_frame`` (the Python path below) after sending what it queued before it:
+each frame is handled by exactly one of the two, and the frames go out in the
+order the Python loop alone would send them.  With a capture being written,
+or when the engine's timers are due, every frame goes to ``_frame``.
 
 Time: the engine and the ARP tables get ``time.monotonic()``, read once per
-ring block (the engine never reads a clock; statefile.py adds the downtime
-when sessions are restored).
+walk of a ring (the engine never reads a clock; statefile.py adds the
+downtime when sessions are restored).
 
 Invariants: no exception from one packet stops the loop (counted as
 ``internal_error`` and logged with its traceback, rate limited); stop
@@ -38,9 +38,9 @@ restores the links (offload settings) and removes the control socket.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
-import os
 import signal
 import socket
 import struct
@@ -56,7 +56,7 @@ from passnat.control import views
 from passnat.control.protocol import ProtocolError
 from passnat.control.server import ControlServer
 from passnat.io import statefile
-from passnat.io.afpacket import FRAME_HDR, TP_STATUS_CSUMNOTREADY, RingGeometry
+from passnat.io.afpacket import TP_STATUS_COPY, TP_STATUS_CSUMNOTREADY, TP_STATUS_VLAN_VALID, RingGeometry
 from passnat.io.capture import Capture
 from passnat.io.ether import parse_arp
 from passnat.io.hostsetup import Attachment, HostUndo
@@ -80,17 +80,15 @@ from passnat.io.reactor import POLLIN, Reactor
 from passnat.nat.actions import Output
 from passnat.nat.router import Router
 from passnat.packet import icmp
+from passnat.speedups import module as speedups_module
 
 log = logging.getLogger("passnat.daemon")
 
-try:  # the optional C ring path (passnat/_speedups.c ring_forward); without it the same in Python
-    from passnat._speedups import ring_forward as _ring_forward  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the build
-    _ring_forward = None
-if os.environ.get("PASSNAT_PURE"):
-    _ring_forward = None
+_speedups = speedups_module()  # the optional C receive loop (passnat/_speedups.c ring_rx)
+_ring_rx = _speedups.ring_rx if _speedups is not None else None
 
-_NUM_FIRST = struct.Struct("=II")
+_FRAME = struct.Struct("=IIIHH")  # tpacket2_hdr: status, len, snaplen, mac, net
+_STAMP = struct.Struct("=II")  # tpacket2_hdr tp_sec, tp_nsec (at offset 16)
 _U32 = struct.Struct("=I")
 _H = struct.Struct("!H")
 _ICMP_RATE = 100.0  # host-unreachable messages per second (token bucket)
@@ -104,7 +102,7 @@ class DaemonOptions:
     state_file: str | None = None
     geometry: RingGeometry = field(default_factory=RingGeometry)
     arp_timers: ArpTimers = field(default_factory=ArpTimers)
-    budget: int = 2048  # frames per link per loop turn
+    budget: int = 256  # frames per link per loop turn (links take turns: an ARP reply is read soon)
     host_undo: HostUndo | None = None
     capture: str | None = None  # pcapng of everything the router sends (passnat/io/capture.py)
 
@@ -121,9 +119,9 @@ class Daemon:
                                                     arp_timers=options.arp_timers)
                                        for a in options.attachments}
         self._out: dict[str, tuple[Link, dict[str, bytes], Callable[[bytes], int]]] = {}
-        #: ring_forward's view of the same: interface -> (ARP fast map, send socket fd, link state)
+        #: ring_rx's view of the same: interface -> (ARP fast map, send socket fd, link state)
         self._egress: dict[str, tuple[dict[str, bytes], int, Any]] = {}
-        self.ring_forward: Callable[..., None] | None = _ring_forward
+        self.ring_rx: Callable[..., int] | None = _ring_rx
         self.counters: Counter[str] = Counter()
         self.partial_max = self._partial_max(config)
         self.control: ControlServer | None = None
@@ -146,7 +144,7 @@ class Daemon:
             for link in self.links.values():
                 link.open()
                 assert link.ring is not None and link.neigh is not None and link.tx is not None
-                self.reactor.watch(link.ring.fileno(), POLLIN, _ignore)
+                self.reactor.watch(link.ring.fileno(), POLLIN, functools.partial(_polled, link))
                 self.bind_output(link)
             self._update_addresses()
             if self.options.state_file:
@@ -274,15 +272,15 @@ class Daemon:
     def _timers(self, now: float) -> float | None:
         """Run due engine and ARP timers; the next deadline (engine clock) or None."""
         router = self.router
-        dl = router.next_deadline()
-        if dl is not None and dl <= now:
+        if router.deadline <= now:  # a cached minimum (Router.wake), not a scan of every module
             try:
                 outs = router.on_timer(now)
                 if outs:
                     self._send(outs, None, None, now)
             except Exception:  # noqa: BLE001 -- a bug must not stop the router; counted and logged
                 self._internal_error("engine timer")
-            dl = router.next_deadline()
+        rd = router.deadline
+        dl = None if rd == float("inf") else rd
         for link in self.links.values():
             neigh = link.neigh
             if neigh is None:
@@ -301,103 +299,137 @@ class Daemon:
     # ================================================================ receive
 
     def _drain(self, link: Link) -> bool:
-        """Process the ready blocks of ``link``'s ring, up to the budget; True when more
-        blocks were ready (the budget ran out)."""
+        """Process the frames the kernel handed over on ``link``'s ring, up to the budget; True
+        when more are waiting (the budget ran out)."""
         ring = link.ring
         if ring is None:
             return False
-        mm = ring.mm
-        bsize = ring.block_size
-        bnr = ring.block_nr
-        handle = self.router.handle
-        send = self._send
-        clock = self.clock
-        unpack = FRAME_HDR.unpack_from
-        vnet = VNET.unpack_from
-        complete = complete_partial
-        partial_max = self.partial_max
-        name = link.name
-        plain = link.mtu + 14
-        budget = self.options.budget
-        forward = self.ring_forward if self.capture is None else None
+        now = self.clock()
         router = self.router
-        egress = self._egress
-        state = link.fast_state
-        done = 0
-        while done < budget:
-            base = ring.block * bsize
-            if not mm[base + 8] & 1:  # TP_STATUS_USER (little-endian low byte)
-                return False
-            num, first = _NUM_FIRST.unpack_from(mm, base + 12)
-            now = clock()
-            off = base + first
-            nbytes = 0
-            left = num
-            while left:
-                if forward is not None and now < router.deadline:
-                    # the C ring path takes frames from here until one needs Python
-                    state[0] = off
-                    state[1] = left
-                    forward(mm, base + bsize, name, now, router.fast_tables, egress, plain, partial_max, state)
-                    left = state[1]
-                    if not left:
-                        break
-                    off = state[0]
-                cur = off
-                left -= 1
-                try:
-                    nxt, snap, length, status, mac, net = unpack(mm, cur)
-                    off = cur + nxt
-                    nbytes += length
-                    if mm[cur + mac + 13] == 0:  # ethertype 0x0800 (the filter passes IPv4 and ARP only)
-                        p = cur + net
-                        total = mm[p + 2] << 8 | mm[p + 3]
-                        end = cur + mac + snap
-                        pkt = mm[p:p + total] if total >= 20 and p + total <= end else mm[p:end]
-                        if status & TP_STATUS_CSUMNOTREADY or length > plain:
-                            # peer checksum offload: the L4 checksum field holds the pseudo-header
-                            # sum; the checksum is the inverted sum from csum_start to the end
-                            flags, gso, _hl, _gs, cstart, coff = vnet(mm, cur + mac - VNET_HDR_LEN)
-                            a = cstart - (net - mac)
-                            if (gso or length > snap or not flags & VNET_F_NEEDS_CSUM
-                                    or not 20 <= a < len(pkt) - coff - 1):
-                                self._rx_special(link, pkt, snap, length, status, mac, cur, now)
-                                continue
-                            link.csum_partial += 1
-                            n = len(pkt)
-                            if n <= partial_max - 4 or (n <= partial_max and not (pkt[9] == 6 and pkt[a + 13] & 2)):
-                                # the engine cannot fragment it: the kernel finishes the checksum
-                                outs = handle(name, pkt, now)
-                                if outs:
-                                    send(outs, name, pkt, now, True)
-                                continue
-                            pkt = complete(pkt, a, coff)
-                        outs = handle(name, pkt, now)
-                        if outs:
-                            send(outs, name, pkt, now)
-                    else:
-                        self._rx_arp(link, mm[cur + net:cur + mac + snap], now)
-                except Exception:  # noqa: BLE001 -- bad input never stops the router; counted and logged
-                    self._internal_error(f"frame on {name}")
-            _U32.pack_into(mm, base + 8, 0)  # TP_STATUS_KERNEL: the block goes back
-            ring.block = (ring.block + 1) % bnr
-            link.rx_packets += num
-            link.rx_bytes += nbytes
-            if forward is not None:
-                for lk in self.links.values():
-                    lk.fold_fast_state()
-            done += num
-        return mm[ring.block * bsize + 8] & 1 == 1
+        budget = self.options.budget
+        head = ring.head
+        ring_rx = self.ring_rx
+        if ring_rx is not None:
+            # the C loop: established flows forwarded in C, every other frame through _frame
+            fast = self.capture is None and now < router.deadline
+            state = link.fast_state
+            before = state[0]
+            head = ring_rx(ring.mm, head, ring.frame_nr, ring.frame_size, budget, link.name, now, fast,
+                           router.fast_tables, self._egress, link.mtu + 14, self.partial_max, state,
+                           functools.partial(self._frame, link, now))
+            done = state[0] - before
+            for lk in self.links.values():
+                lk.fold_fast_state()
+        else:
+            # the same walk in Python (PASSNAT_PURE=1, or no compiler when passnat was installed)
+            mm, size, nr, frame = ring.mm, ring.frame_size, ring.frame_nr, self._frame
+            done = 0
+            while done < budget:
+                off = head * size
+                if not mm[off] & 1:  # TP_STATUS_USER (little-endian low byte)
+                    break
+                link.rx_packets += 1
+                link.rx_bytes += _U32.unpack_from(mm, off + 4)[0]
+                frame(link, now, off)
+                _U32.pack_into(mm, off, 0)  # TP_STATUS_KERNEL: the slot goes back
+                head = (head + 1) % nr
+                done += 1
+        ring.head = head
+        if not done and link.polled:
+            self._resync(link)
+        link.polled = False
+        return bool(ring.mm[head * ring.frame_size] & 1)
 
-    def _rx_special(self, link: Link, pkt: bytes, snap: int, length: int, status: int, mac: int, off: int,
+    def _frame(self, link: Link, now: float, off: int) -> None:
+        """One frame of ``link``'s ring (slot at ``off``), in Python: IPv4 through the engine and
+        out (``_send``), ARP to the neighbour table; VLAN-tagged frames dropped, super-frames
+        segmented, partial checksums finished by the kernel on send.  Never raises: an error is
+        counted (``internal_error``) and logged."""
+        ring = link.ring
+        assert ring is not None
+        mm = ring.mm
+        try:
+            status, length, snap, mac, net = _FRAME.unpack_from(mm, off)
+            if status & TP_STATUS_COPY:
+                self._rx_copy(link, now)
+                return
+            etype = mm[off + mac + 12] << 8 | mm[off + mac + 13]
+            if status & TP_STATUS_VLAN_VALID or etype == 0x8100 or etype == 0x88A8:
+                link.counters[LinkDrop.VLAN_TAGGED.value] += 1
+                return
+            if etype != 0x0800:  # (the ring's filter passes IPv4, ARP and VLAN tags only)
+                self._rx_arp(link, mm[off + net:off + mac + snap], now)
+                return
+            p = off + net
+            total = mm[p + 2] << 8 | mm[p + 3]
+            end = off + mac + snap
+            pkt = mm[p:p + total] if total >= 20 and p + total <= end else mm[p:end]
+            if status & TP_STATUS_CSUMNOTREADY or length > link.mtu + 14:
+                # peer checksum offload: the L4 checksum field holds the pseudo-header sum; the
+                # checksum is the inverted sum from csum_start to the end
+                flags, gso, _hl, _gs, cstart, coff = VNET.unpack_from(mm, off + mac - VNET_HDR_LEN)
+                a = cstart - (net - mac)
+                if gso or length > snap or not flags & VNET_F_NEEDS_CSUM or not 20 <= a < len(pkt) - coff - 1:
+                    self._rx_special(link, pkt, snap, length, status, mm[off + mac - VNET_HDR_LEN:off + mac], now)
+                    return
+                link.csum_partial += 1
+                n = len(pkt)
+                partial_max = self.partial_max
+                if n <= partial_max - 4 or (n <= partial_max and not (pkt[9] == 6 and pkt[a + 13] & 2)):
+                    # the engine cannot fragment it: the kernel finishes the checksum
+                    outs = self.router.handle(link.name, pkt, now)
+                    if outs:
+                        self._send(outs, link.name, pkt, now, True)
+                    return
+                pkt = complete_partial(pkt, a, coff)
+            outs = self.router.handle(link.name, pkt, now)
+            if outs:
+                self._send(outs, link.name, pkt, now)
+        except Exception:  # noqa: BLE001 -- bad input never stops the router; counted and logged
+            self._internal_error(f"frame on {link.name}")
+
+    def _rx_copy(self, link: Link, now: float) -> None:
+        """A frame larger than a ring slot (TP_STATUS_COPY): whole from the socket's queue."""
+        assert link.ring is not None
+        data = link.ring.recv_copy()
+        if data is None or len(data) < VNET_HDR_LEN + 14:
+            link.counters[LinkDrop.RX_TRUNCATED.value] += 1
+            return
+        vnet, frame = data[:VNET_HDR_LEN], data[VNET_HDR_LEN:]
+        etype = frame[12] << 8 | frame[13]
+        if etype != 0x0800:
+            link.counters[LinkDrop.VLAN_TAGGED.value if etype in (0x8100, 0x88A8) else "arp_ignored"] += 1
+            return
+        pkt = frame[14:]
+        status = TP_STATUS_CSUMNOTREADY if vnet[0] & VNET_F_NEEDS_CSUM else 0
+        self._rx_special(link, pkt, len(frame), len(frame), status, vnet, now)
+
+    def _resync(self, link: Link) -> None:
+        """``poll`` said the ring is readable but the slot at our head is not ours: find the oldest
+        slot handed over (by its kernel timestamp) and go on from there; drain stray copies."""
+        ring = link.ring
+        assert ring is not None
+        mm, size = ring.mm, ring.frame_size
+        ready = [(_STAMP.unpack_from(mm, i * size + 16), i) for i in range(ring.frame_nr) if mm[i * size] & 1]
+        if ready:
+            ring.head = min(ready)[1]
+            self.counters["ring_resync"] += 1
+            if not link.resync_logged:
+                link.resync_logged = True
+                log.warning("%s: the receive ring was out of step (%d frame(s) waiting elsewhere); resumed at "
+                            "the oldest (counted as ring_resync)", link.name, len(ready))
+            return
+        while ring.recv_copy() is not None:
+            link.counters["rx_copy_orphan"] += 1
+
+    def _rx_special(self, link: Link, pkt: bytes, snap: int, length: int, status: int, vnet_hdr: bytes,
                     now: float) -> None:
         """Frames a virtual link made that the inline path does not handle: super-frames,
         truncated frames, partial checksums without offsets."""
         if length > snap:
             link.counters[LinkDrop.RX_TRUNCATED.value] += 1
             return
-        assert link.ring is not None
-        vnet = parse_vnet(link.ring.mm, off + mac - VNET_HDR_LEN)
+        vnet = parse_vnet(vnet_hdr, 0)
         if vnet.gso_type != GSO_NONE:
             segs = segment(pkt, vnet.gso_type, vnet.gso_size, partial=True)
             if segs is None:
@@ -490,8 +522,8 @@ class Daemon:
                     frame = hdr + packet
                 try:
                     txsend(frame)
-                except OSError:
-                    link.counters["tx_error"] += 1
+                except OSError as e:
+                    link.tx_failed(e.errno or 0)
                     continue
                 link.tx_packets += 1
                 link.tx_bytes += len(frame) - VNET_HDR_LEN
@@ -651,8 +683,8 @@ def _is_syn(pkt: bytes) -> bool:
     return pkt[9] == 6 and len(pkt) > (ihl := (pkt[0] & 15) << 2) + 13 and bool(pkt[ihl + 13] & 2)
 
 
-def _ignore(_revents: int) -> None:
-    return None
+def _polled(link: Link, _revents: int) -> None:
+    link.polled = True  # poll() said the ring is readable (_drain checks the ring agrees)
 
 
 def _getpid() -> int:

@@ -5,30 +5,48 @@ interface (``linux``): the receive ring and send socket (afpacket), the ARP
 neighbour table, the receive-offload state to restore at stop, and the
 per-interface packet/byte counters ``show counters`` prints.
 
-The daemon's C ring path (``passnat._speedups.ring_forward``) counts into
+The daemon's C receive loop (``passnat._speedups.ring_rx``) counts into
 ``fast_state``, an ``array('q')`` it writes without calling Python;
 ``fold_fast_state()`` adds those counts to the attributes above (the daemon
-calls it after every ring block, so they are exact whenever Python reads them).
+calls it after every walk of a ring, so they are exact whenever Python reads
+them).  Send errors are counted by errno (``tx_error_<ERRNO>``, and the total
+``tx_error``); the first of each kind on an interface is logged, then at most
+one line a minute per kind.
 
 Invariant: ``open()`` either leaves every resource open or none; ``close()``
 restores the offload settings it changed and may be called more than once.
 """
 from __future__ import annotations
 
+import errno as errnos
 import logging
+import time
 from array import array
 from collections import Counter
 from typing import Any
 
 from passnat.io import ethtool
+from passnat.io.linkdrops import LinkDrop
 from passnat.io.afpacket import LinkInfo, RingGeometry, RxRing, TxSocket, link_info, link_qdisc
 from passnat.io.neighbours import ArpTimers, NeighbourTable
 from passnat.io.offload import VNET_NONE
 
 log = logging.getLogger("passnat.io.link")
 
-FAST_STATE_LEN = 8
+#: _speedups.c ST_*: rx packets, rx bytes, partial checksums, tx packets, tx bytes, tx errors,
+#: frames forwarded in C, callback errors, then tx errors by errno (ST_ERRNO + errno, < 128)
+ST_RX_PACKETS, ST_RX_BYTES, ST_PARTIAL, ST_TX_PACKETS, ST_TX_BYTES, ST_TX_ERRORS, ST_FAST, ST_CB_ERRORS = range(8)
+ST_ERRNO = 8
+FAST_STATE_LEN = ST_ERRNO + 128
 _DEFAULT_GEOMETRY = RingGeometry()
+
+
+def errnos_text(err: int) -> str:
+    import os
+    try:
+        return os.strerror(err) if err else "unknown error"
+    except ValueError:
+        return "unknown error"
 _DEFAULT_ARP = ArpTimers()
 
 
@@ -50,11 +68,12 @@ class Link:
         self.tx_packets = 0
         self.tx_bytes = 0
         self.csum_partial = 0
-        self.rx_fast = 0  # frames forwarded by the C ring path (received on this link)
-        #: ring_forward's state: next frame offset, frames left (in and out), then the counts it
-        #: adds: rx bytes, rx partial checksums, tx packets, tx bytes, tx errors, frames it
-        #: forwarded (_speedups.c ST_*)
+        self.rx_fast = 0  # frames forwarded by the C receive loop (received on this link)
+        #: what ring_rx counts for this link (ST_*), folded into the attributes by fold_fast_state
         self.fast_state = array("q", bytes(8 * FAST_STATE_LEN))
+        self.polled = False  # poll() reported the ring readable since the last walk
+        self.resync_logged = False
+        self._tx_logged: dict[int, float] = {}
         self.counters: Counter[str] = Counter()
         self.superframe_logged = False
         self.qdisc: str | None = None
@@ -65,16 +84,16 @@ class Link:
         self.mtu = info.mtu
         try:
             self.offloads = ethtool.disable_receive_offloads(self.linux)
-            self.ring = RxRing(self.linux, self.geometry)
+            self.ring = RxRing(self.linux, self.geometry, info.mtu)
             self.qdisc = link_qdisc(self.linux)
             self.tx = TxSocket(self.linux, qdisc_bypass=self.qdisc == "noqueue")
         except BaseException:
             self.close()
             raise
         self.neigh = NeighbourTable(self.name, info.mac, self.arp_timers, prefix=VNET_NONE)
-        log.info("%s: attached to %s (mac %s, mtu %d, ring %d x %d KiB, qdisc %s%s)", self.name, self.linux,
-                 ":".join(f"{b:02x}" for b in info.mac), info.mtu, self.geometry.block_nr,
-                 self.geometry.block_size // 1024, self.qdisc,
+        log.info("%s: attached to %s (mac %s, mtu %d, ring %d x %d bytes, qdisc %s%s)", self.name, self.linux,
+                 ":".join(f"{b:02x}" for b in info.mac), info.mtu, self.ring.frame_nr, self.ring.frame_size,
+                 self.qdisc,
                  ": sending with PACKET_QDISC_BYPASS" if self.qdisc == "noqueue" else "")
 
     def send(self, frame: bytes) -> bool:
@@ -83,25 +102,46 @@ class Link:
         assert self.tx is not None
         try:
             self.tx.send(frame)
-        except OSError:
-            self.counters["tx_error"] += 1
+        except OSError as e:
+            self.tx_failed(e.errno or 0)
             return False
         self.tx_packets += 1
         self.tx_bytes += len(frame) - len(VNET_NONE)
         return True
 
+    def tx_failed(self, err: int, n: int = 1) -> None:
+        """Count ``n`` frames the kernel refused with errno ``err`` (and log the kind)."""
+        self.counters[LinkDrop.TX_ERROR.value] += n
+        name = errnos.errorcode.get(err, str(err)) if err else "unknown"
+        self.counters[f"tx_error_{name}"] += n
+        mono = time.monotonic()
+        last = self._tx_logged.get(err)
+        if last is None or mono - last >= 60.0:
+            self._tx_logged[err] = mono
+            log.warning("%s (%s): the kernel refused to send %s (%s: %s); counted as tx_error_%s%s", self.name,
+                        self.linux, "a frame" if n == 1 else f"{n} frames", name, errnos_text(err), name,
+                        "" if last is None else " (at most one such line a minute)")
+
     def fold_fast_state(self) -> None:
-        """Add what the C ring path counted in ``fast_state`` to the link's counters."""
+        """Add what the C receive loop counted in ``fast_state`` to the link's counters."""
         st = self.fast_state
-        if st[2] or st[4] or st[6]:
-            self.rx_bytes += st[2]
-            self.csum_partial += st[3]
-            self.tx_packets += st[4]
-            self.tx_bytes += st[5]
-            if st[6]:
-                self.counters["tx_error"] += st[6]
-            self.rx_fast += st[7]
-            st[2] = st[3] = st[4] = st[5] = st[6] = st[7] = 0
+        if st[ST_RX_PACKETS] or st[ST_TX_PACKETS] or st[ST_TX_ERRORS] or st[ST_CB_ERRORS]:
+            self.rx_packets += st[ST_RX_PACKETS]
+            self.rx_bytes += st[ST_RX_BYTES]
+            self.csum_partial += st[ST_PARTIAL]
+            self.tx_packets += st[ST_TX_PACKETS]
+            self.tx_bytes += st[ST_TX_BYTES]
+            self.rx_fast += st[ST_FAST]
+            if st[ST_CB_ERRORS]:
+                self.counters[LinkDrop.INTERNAL_ERROR.value] += st[ST_CB_ERRORS]
+            if st[ST_TX_ERRORS]:
+                for err in range(128):
+                    n = st[ST_ERRNO + err]
+                    if n:
+                        self.tx_failed(err, n)
+                        st[ST_ERRNO + err] = 0
+            for i in range(ST_ERRNO):
+                st[i] = 0
 
     def ring_stats(self) -> tuple[int, int, int]:
         if self.ring is None:

@@ -16,6 +16,7 @@ class LinkDrop(Enum):
     RX_TRUNCATED = "rx_truncated"
     SUPERFRAME = "rx_superframe"
     RX_MALFORMED = "rx_malformed"
+    VLAN_TAGGED = "vlan_tagged"
     ARP_UNRESOLVED = "arp_unresolved"
     ARP_QUEUE_FULL = "arp_queue_full"
     ARP_BAD_NEXT_HOP = "arp_bad_next_hop"
@@ -26,14 +27,18 @@ class LinkDrop(Enum):
 EXPLAIN: dict[LinkDrop, str] = {
     LinkDrop.RING_FULL: "dropped by the kernel: the receive ring was full (offered more than passnat "
                         "forwards; PACKET_STATISTICS)",
-    LinkDrop.RX_TRUNCATED: "frame larger than a receive ring block, could not be read whole",
+    LinkDrop.RX_TRUNCATED: "frame larger than a receive ring slot that could not be read whole from the "
+                           "socket queue (the kernel had no room for its copy)",
     LinkDrop.SUPERFRAME: "super-frame from a peer with TSO/GSO of a kind passnat cannot segment "
                          "(switch TSO/GSO off on the peer: `ethtool -K <peer> tso off gso off`)",
     LinkDrop.RX_MALFORMED: "frame with a partial checksum or a segmentation request and malformed headers",
+    LinkDrop.VLAN_TAGGED: "802.1Q/802.1ad-tagged frame: passnat routes untagged frames only (no VLAN "
+                          "interfaces), so a frame of another VLAN on the same port never reaches the NAT",
     LinkDrop.ARP_UNRESOLVED: "next hop did not answer ARP (ICMP host unreachable sent to the sender)",
     LinkDrop.ARP_QUEUE_FULL: "packet waiting for an ARP reply dropped: the wait queue was full",
     LinkDrop.ARP_BAD_NEXT_HOP: "engine named a next hop that is not an IPv4 address",
-    LinkDrop.TX_ERROR: "the kernel refused to send the frame (link down, send buffer full, too big)",
+    LinkDrop.TX_ERROR: "the kernel refused to send the frame (link down, send buffer full, too big); "
+                       "tx_error_<errno> counts them by reason",
     LinkDrop.INTERNAL_ERROR: "a packet made passnat raise an exception (logged with a traceback)",
 }
 
@@ -41,8 +46,12 @@ EXPLAIN: dict[LinkDrop, str] = {
 EVENTS: dict[str, str] = {
     "rx_checksum_partial": "packets with a partial checksum (peer checksum offload): finished by the kernel "
                            "on send (or by passnat when the packet might be fragmented)",
-    "rx_fast_path": "packets of established TCP/UDP flows forwarded by the compiled ring path "
+    "rx_fast_path": "packets of established TCP/UDP flows forwarded by the compiled receive loop "
                     "(passnat/_speedups.c; 0 when it is not built or PASSNAT_PURE is set)",
+    "ring_resync": "times the receive ring was found out of step with passnat's position and resumed "
+                   "at the oldest waiting frame (should stay 0)",
+    "rx_copy_orphan": "frames on the socket queue that no ring slot announced, read and dropped "
+                      "(should stay 0)",
     "rx_superframes_segmented": "super-frames from a peer with TSO/GSO cut into wire-sized packets",
     "rx_segments_made": "packets made by segmenting super-frames",
     "arp_requests_sent": "ARP requests sent (resolution and re-confirmation)",

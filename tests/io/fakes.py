@@ -1,4 +1,4 @@
-"""Fakes for the daemon's data path: a TPACKET_V3 ring in memory, send sockets on socketpairs.
+"""Fakes for the daemon's data path: a TPACKET_V2 ring in memory, send sockets on socketpairs.
 
 ``make_daemon`` gives a Daemon on two fake links (lan0 LAN, lan1 WAN) with a
 settable clock; ``FakeRing.put`` fills ring blocks the way the kernel does,
@@ -12,13 +12,14 @@ import mmap
 import os
 import socket
 import struct
+from collections import deque
 from pathlib import Path
 
 from scapy.all import ICMP, IP, TCP, UDP, Ether, raw  # type: ignore[attr-defined]
 from scapy.layers.l2 import ARP
 
 from passnat.config import parse_config
-from passnat.io.afpacket import RingGeometry
+from passnat.io.afpacket import TP_STATUS_COPY, RingGeometry
 from passnat.io.daemon import Daemon, DaemonOptions
 from passnat.io.ether import mac_bytes
 from passnat.io.hostsetup import Attachment
@@ -33,53 +34,64 @@ nat napt add private 192.168.0.0-192.168.0.255 interface lan1
 """
 MACS = {"lan0": "02:00:00:00:00:01", "lan1": "02:00:00:00:01:01"}
 PC_MAC, SRV_MAC = "02:00:00:00:00:0b", "02:00:00:00:01:0a"
-BLOCK = 1 << 16
-NBLOCKS = 4
-#: tpacket3_hdr fields FakeRing.put can corrupt: offset, struct format
-_FRAME_FIELDS = {"next": (0, "=I"), "snap": (12, "=I"), "len": (16, "=I"), "status": (20, "=I"),
-                 "mac": (24, "=H"), "net": (26, "=H")}
+FRAME = 2048  # slot size (afpacket.RingGeometry at MTU 1500)
+NFRAMES = 64
+MAC_OFF, NET_OFF = 76, 90  # where the kernel puts the Ethernet and IPv4 headers in a V2 slot (vnet header on)
+#: tpacket2_hdr fields FakeRing.put can corrupt: offset, struct format
+_FRAME_FIELDS = {"status": (0, "=I"), "len": (4, "=I"), "snap": (8, "=I"), "mac": (12, "=H"), "net": (14, "=H")}
 
 
 class FakeRing:
-    """A TPACKET_V3 ring in anonymous memory: ``put`` fills blocks the way the kernel does."""
+    """A TPACKET_V2 ring in anonymous memory: ``put`` fills slots the way the kernel does
+    (and drops, counted, when the slot at its head is still the reader's)."""
 
-    def __init__(self) -> None:
-        self.mm = mmap.mmap(-1, BLOCK * NBLOCKS)
-        self.block = 0
-        self.block_size = BLOCK
-        self.block_nr = NBLOCKS
-        self.fill = 0
+    def __init__(self, frames: int = NFRAMES) -> None:
+        self.frame_size = FRAME
+        self.frame_nr = frames
+        self.mm = mmap.mmap(-1, FRAME * frames)
+        self.head = 0  # the reader's (Daemon._drain)
+        self.fill = 0  # the kernel's
+        self.copies: deque[bytes] = deque()
+        self.drops = 0
+        self.stamp = 0
 
     def put(self, frames: list[tuple[bytes, int, bytes, int | None]],
-            corrupt: dict[int, dict[str, int]] | None = None) -> None:
-        """One block of (frame, status, vnet header, wire length or None).  ``corrupt``: frame
-        index -> tpacket3_hdr fields to overwrite afterwards (next, snap, len, status, mac, net)."""
-        base = self.fill * BLOCK
-        assert self.mm[base + 8] == 0, "block still owned by the reader"
-        off = 48
-        starts = []
-        for frame, status, vnet, wirelen in frames:
-            mac = 48 + 20 + 14 + 10  # tpacket3_hdr, sockaddr_ll, alignment, vnet header
-            start = base + off
-            assert start + mac + len(frame) <= base + BLOCK, "frames do not fit in one block"
-            struct.pack_into("=I8xIIIHH", self.mm, start, 0, len(frame), wirelen or len(frame), status, mac,
-                             mac + 14)
-            self.mm[start + mac - 10:start + mac] = vnet or bytes(10)
-            self.mm[start + mac:start + mac + len(frame)] = frame
-            if starts:
-                struct.pack_into("=I", self.mm, starts[-1], start - starts[-1])
-            starts.append(start)
-            off += (mac + len(frame) + 15) // 16 * 16
-        for i, fields in (corrupt or {}).items():
-            for name, value in fields.items():
+            corrupt: dict[int, dict[str, int]] | None = None) -> list[int]:
+        """Frames as (frame, status, vnet header, wire length or None) into the next slots; the
+        slots' offsets.  ``corrupt``: frame index -> tpacket2_hdr fields to overwrite (status,
+        len, snap, mac, net; a status keeps TP_STATUS_USER).  A frame larger than a slot is
+        truncated there and marked TP_STATUS_COPY, and queued whole for ``recv_copy``."""
+        offs = []
+        for i, (frame, status, vnet, wirelen) in enumerate(frames):
+            off = self.fill * FRAME
+            if self.mm[off] & 1:
+                self.drops += 1  # the ring is full
+                continue
+            snap = min(len(frame), FRAME - MAC_OFF)
+            if snap < len(frame):
+                status |= TP_STATUS_COPY
+                self.copies.append((vnet or bytes(10)) + frame)
+            self.stamp += 1
+            struct.pack_into("=IIIHHII", self.mm, off, status & ~1, wirelen or len(frame), snap, MAC_OFF, NET_OFF,
+                             self.stamp // 1000, self.stamp % 1000)
+            self.mm[off + MAC_OFF - 10:off + MAC_OFF] = vnet or bytes(10)
+            self.mm[off + MAC_OFF:off + MAC_OFF + snap] = frame[:snap]
+            for name, value in (corrupt or {}).get(i, {}).items():
                 at, fmt = _FRAME_FIELDS[name]
-                struct.pack_into(fmt, self.mm, starts[i] + at, value)
-        struct.pack_into("=III", self.mm, base + 8, 1, len(frames), 48)
-        self.fill = (self.fill + 1) % NBLOCKS
+                struct.pack_into(fmt, self.mm, off + at, value | (1 if name == "status" else 0))
+            self.mm[off] |= 1  # TP_STATUS_USER: handed over
+            offs.append(off)
+            self.fill = (self.fill + 1) % self.frame_nr
+        return offs
+
+    def recv_copy(self) -> bytes | None:
+        return self.copies.popleft() if self.copies else None
+
+    def fileno(self) -> int:
+        return -1
 
     def ring_stats(self) -> tuple[int, int, int]:
-        return (0, 0, 0)
-
+        return (0, self.drops, 0)
 
 class FakeTx:
     """A send socket with PACKET_VNET_HDR and a NIC that computes requested checksums.

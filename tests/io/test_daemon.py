@@ -33,10 +33,10 @@ from tests.io.fakes import CONFIG, MACS, PC_MAC, SRV_MAC, FakeTx, arp_frame, che
 def ring_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Run the test with the C ring path, then with the Python loop alone."""
     if request.param == "c":
-        if daemon_module._ring_forward is None:
-            pytest.fail("passnat._speedups is not built (ring_forward missing)")
+        if daemon_module._ring_rx is None:
+            pytest.fail("passnat._speedups is not built (ring_rx missing)")
     else:
-        monkeypatch.setattr(daemon_module, "_ring_forward", None)
+        monkeypatch.setattr(daemon_module, "_ring_rx", None)
     yield request.param
     for tx in FakeTx.opened:
         tx.close()

@@ -1,8 +1,9 @@
 """The C ring path (passnat._speedups.ring_forward) against the Python loop alone.
 
-Two daemons on fake links (tests/io/fakes.py: TPACKET_V3 rings in memory, send
-sockets on socketpairs) get the same ring blocks at the same clock, one with
-the C ring path and one without (what PASSNAT_PURE=1 gives).  Everything they
+Two daemons on fake links (tests/io/fakes.py: TPACKET_V2 rings in memory, send
+sockets on socketpairs) get the same frames at the same clock, one with the C
+receive loop (passnat._speedups.ring_rx) and one without (what PASSNAT_PURE=1
+gives).  Everything they
 send (per link, in order, virtio_net_hdr included), every counter, every
 session with its last-seen time, the filter's counters and the ARP tables
 must come out identical.  The scenarios mix established and new flows in both
@@ -11,7 +12,7 @@ IP options, SYN/FIN/RST, the MTU, ALG ports), unresolved next hops and ARP,
 super-frames, truncated and corrupt frames, send failures and timers that
 come due between blocks.
 
-Then the C function alone: bad arguments are refused before any frame is
+Then the C function alone: bad arguments are refused before any slot is
 touched, unusable egress entries and hostile ring contents leave frames to
 Python without crashing, and a long run leaks neither references nor memory.
 """
@@ -39,9 +40,9 @@ from scapy.layers.inet import IPOption_EOL, IPOption_NOP
 from passnat.io import daemon as daemon_module
 from passnat.io.afpacket import TP_STATUS_CSUMNOTREADY
 from passnat.io.daemon import Daemon
+from passnat.io.link import FAST_STATE_LEN, ST_FAST, ST_RX_PACKETS, ST_TX_BYTES, ST_TX_PACKETS
 from passnat.io.offload import GSO_TCPV4, GSO_UDP_L4
 from tests.io.fakes import (
-    BLOCK,
     CONFIG,
     MACS,
     PC_MAC,
@@ -76,14 +77,14 @@ FLOWS = [
 
 VARIANTS = [""] * 12 + ["mf", "options", "pad", "long_total", "short_total", "zero_csum", "gso",
             "truncated", "bad_vnet", "oversize", "cut"]
-FIELDS = ["next", "snap", "len", "mac", "net", "status"]
-FIELD_VALUES = [0, 1, 9, 10, 20, 60, 71, 72, 82, 92, 106, 120, 200, 1514, 5000, 0xFFFF, 70000]
+FIELDS = ["snap", "len", "mac", "net", "status"]
+FIELD_VALUES = [0, 1, 9, 10, 20, 32, 42, 56, 60, 66, 76, 90, 106, 120, 200, 1514, 1972, 2047, 5000, 0xFFFF, 70000]
 
 
 @pytest.fixture(autouse=True)
 def c_path_built() -> Iterator[None]:
-    if daemon_module._ring_forward is None:
-        pytest.fail("passnat._speedups is not built (ring_forward missing)")
+    if daemon_module._ring_rx is None:
+        pytest.fail("passnat._speedups is not built (ring_rx missing)")
     yield
     for tx in FakeTx.opened:
         tx.close()
@@ -172,7 +173,8 @@ def blocks(draw: st.DrawFn) -> list[dict[str, Any]]:
                                                            st.sampled_from(FIELD_VALUES)), max_size=3)):
                 corrupt.setdefault(i, {})[field] = value & (0xFFFF if field in ("mac", "net") else 0xFFFFFFFF)
         if draw(st.integers(0, 5)) == 0:
-            mutate = draw(st.lists(st.tuples(st.integers(48, 4000), st.integers(0, 255)), max_size=6))
+            mutate = draw(st.lists(st.tuples(st.integers(0, len(frames) - 1), st.integers(4, 2047),
+                                             st.integers(0, 255)), max_size=6))
         out.append({"link": link, "frames": [build(s) for s in frames], "corrupt": corrupt, "mutate": mutate,
                     "dt": draw(st.sampled_from([0.0, 0.0, 0.0, 0.001, 0.001, 1.0, 5.0, 40.0, 400.0])),
                     "fail": draw(st.integers(0, 7)) == 0})
@@ -195,16 +197,16 @@ def run(scenario: list[dict[str, Any]], c_path: bool) -> tuple[dict[str, Any], d
     with tempfile.TemporaryDirectory() as tmp:
         d, rings, txs, clock = make_daemon(Path(tmp), config=CONFIG_F)
         if not c_path:
-            d.ring_forward = None
+            d.ring_rx = None
         learn(d, rings)
         for blk in scenario:
             clock.now += blk["dt"]
             txs["lan1"].fail = blk["fail"]
             ring = rings[blk["link"]]
-            base = ring.fill * BLOCK
-            ring.put(blk["frames"], blk["corrupt"])
-            for pos, value in blk["mutate"]:
-                ring.mm[base + pos] = value
+            offs = ring.put(blk["frames"], blk["corrupt"])
+            for i, pos, value in blk["mutate"]:
+                if i < len(offs):
+                    ring.mm[offs[i] + pos] = value
             while d._drain(d.links[blk["link"]]):
                 pass
             d._timers(clock.now)
@@ -304,10 +306,25 @@ def test_random_traffic_same_through_both_paths(scenario: list[dict[str, Any]]) 
 
 
 def _call_args(d: Daemon, fake: FakeRing, state: Any, **over: Any) -> list[Any]:
-    args = {"ring": fake.mm, "limit": BLOCK, "interface": "lan0", "now": 1.0, "tables": d.router.fast_tables,
-            "egress": d._egress, "plain": 1514, "partial_max": 1500, "state": state}
+    args = {"ring": fake.mm, "head": fake.head, "frame_nr": fake.frame_nr, "frame_size": fake.frame_size,
+            "budget": 256, "interface": "lan0", "now": 1.0, "fast": True, "tables": d.router.fast_tables,
+            "egress": d._egress, "plain": 1514, "partial_max": 1500, "state": state, "slow": _Slow()}
     args.update(over)
     return list(args.values())
+
+
+class _Slow:
+    """A slow(offset) callback that records what it was given."""
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+
+    def __call__(self, off: int) -> None:
+        self.offsets.append(off)
+
+
+def _state() -> array.array[int]:
+    return array.array("q", bytes(8 * FAST_STATE_LEN))
 
 
 def _established(tmp: Path) -> tuple[Daemon, dict[str, FakeRing], dict[str, FakeTx]]:
@@ -320,33 +337,37 @@ def _established(tmp: Path) -> tuple[Daemon, dict[str, FakeRing], dict[str, Fake
     return d, rings, txs
 
 
-def test_bad_arguments_are_refused_before_any_frame_is_touched(tmp_path: Path) -> None:
+def test_bad_arguments_are_refused_before_any_slot_is_touched(tmp_path: Path) -> None:
     d, rings, _ = _established(tmp_path)
-    forward = daemon_module._ring_forward
+    rx = daemon_module._ring_rx
     ring = FakeRing()
     ring.put([build(Spec("out", 0))])
     before = bytes(ring.mm)
-    state = array.array("q", [48, 1] + [0] * 6)
+    state = _state()
     with pytest.raises(TypeError):
-        forward(*_call_args(d, ring, state)[:8])
+        rx(*_call_args(d, ring, state)[:13])
     with pytest.raises(TypeError):
-        forward(*_call_args(d, ring, state, tables=[]))
+        rx(*_call_args(d, ring, state, tables=[]))
+    with pytest.raises(TypeError):
+        rx(*_call_args(d, ring, state, slow=None))
     with pytest.raises(BufferError):
-        forward(*_call_args(d, ring, state, ring=b"read-only"))
-    with pytest.raises(ValueError):
-        forward(*_call_args(d, ring, state, limit=len(ring.mm) + 1))
-    with pytest.raises(ValueError):
-        forward(*_call_args(d, ring, array.array("i", [48, 1] + [0] * 6)))
-    with pytest.raises(ValueError):
-        forward(*_call_args(d, ring, array.array("q", [48, 1])))
-    assert bytes(ring.mm) == before and list(state) == [48, 1] + [0] * 6
-    forward(*_call_args(d, ring, state))
-    assert list(state[:2]) == [48, 0] and state[7] == 1  # the same call with good arguments forwards it
+        rx(*_call_args(d, ring, state, ring=b"read-only"))
+    for bad in ({"frame_nr": ring.frame_nr + 1}, {"head": ring.frame_nr}, {"head": -1}, {"frame_size": 2050},
+                {"frame_size": 16}, {"frame_nr": 0}):
+        with pytest.raises(ValueError):
+            rx(*_call_args(d, ring, state, **bad))
+    for bad_state in (array.array("i", bytes(8 * FAST_STATE_LEN)), array.array("q", bytes(64))):
+        with pytest.raises(ValueError):
+            rx(*_call_args(d, ring, bad_state))
+    assert bytes(ring.mm) == before and not any(state)
+    assert rx(*_call_args(d, ring, state)) == 1  # the same call with good arguments forwards it
+    assert state[ST_FAST] == 1 and state[ST_RX_PACKETS] == 1 and ring.mm[0] == 0  # the slot went back
 
 
 @pytest.mark.parametrize("entry", [
-    ("not a tuple",), (1, 2), ({}, "fd", array.array("q", bytes(64))), ({}, -1, array.array("q", bytes(64))),
-    (None, 5, array.array("q", bytes(64))), ({}, 5, array.array("i", bytes(64))), ({}, 5, array.array("q", bytes(8))),
+    ("not a tuple",), (1, 2), ({}, "fd", array.array("q", bytes(8 * FAST_STATE_LEN))),
+    ({}, -1, array.array("q", bytes(8 * FAST_STATE_LEN))), (None, 5, array.array("q", bytes(8 * FAST_STATE_LEN))),
+    ({}, 5, array.array("i", bytes(8 * FAST_STATE_LEN))), ({}, 5, array.array("q", bytes(64))),
     ({}, 5, b"read-only state"),
 ])
 def test_unusable_egress_entries_leave_the_frame_to_python(tmp_path: Path, entry: Any) -> None:
@@ -354,26 +375,41 @@ def test_unusable_egress_entries_leave_the_frame_to_python(tmp_path: Path, entry
     ring = FakeRing()
     ring.put([build(Spec("out", 0))])
     before = bytes(ring.mm)
-    state = array.array("q", [48, 1] + [0] * 6)
-    daemon_module._ring_forward(*_call_args(d, ring, state, egress={"lan1": entry}))
-    assert list(state) == [48, 1] + [0] * 6 and bytes(ring.mm) == before
+    state = _state()
+    slow = _Slow()
+    daemon_module._ring_rx(*_call_args(d, ring, state, egress={"lan1": entry}, slow=slow))
+    assert slow.offsets == [0] and state[ST_FAST] == 0 and state[ST_RX_PACKETS] == 1
+    assert bytes(ring.mm)[4:] == before[4:] and ring.mm[0] == 0  # untouched but for its status
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(min_size=0, max_size=2048), st.integers(-100, 3000), st.integers(-5, 50), st.integers(0, 4096))
-def test_hostile_ring_contents_never_crash(data: bytes, off: int, left: int, limit: int) -> None:
-    """Anything in the ring, any offset and count: the call returns, state stays in bounds,
-    nothing outside [0, limit) is written."""
+@given(st.binary(min_size=0, max_size=4 * 2048), st.integers(0, 63), st.integers(0, 70),
+       st.sets(st.integers(0, 63), max_size=8))
+def test_hostile_ring_contents_never_crash(data: bytes, head: int, budget: int, ready: set[int]) -> None:
+    """Anything in the slots: the call returns, walks slots in order from head while they are
+    handed over (at most budget), and writes nothing outside the slots it walked."""
     with tempfile.TemporaryDirectory() as tmp:
         d, _rings, _ = _established(Path(tmp))
         ring = FakeRing()
         ring.mm[:len(data)] = data
+        for i in range(ring.frame_nr):
+            ring.mm[i * 2048] = (ring.mm[i * 2048] | 1) if i in ready else (ring.mm[i * 2048] & ~1 & 0xFF)
         before = bytes(ring.mm)
-        state = array.array("q", [off, left] + [0] * 6)
-        daemon_module._ring_forward(*_call_args(d, ring, state, limit=limit))
-        assert bytes(ring.mm)[limit:] == before[limit:]
-        if state[1] != left:  # frames were forwarded: each one inside the block
-            assert state[0] >= 0 and left > state[1] >= 0
+        slow = _Slow()
+        state = _state()
+        new = daemon_module._ring_rx(*_call_args(d, ring, state, head=head, budget=budget, slow=slow))
+        walked = []
+        i = head
+        while len(walked) < budget and i in ready and i not in walked:
+            walked.append(i)
+            i = (i + 1) % ring.frame_nr
+        assert new == i and state[ST_RX_PACKETS] == len(walked)
+        assert slow.offsets == [j * 2048 for j in walked][:len(slow.offsets)]
+        for j in range(ring.frame_nr):
+            if j not in walked:
+                assert bytes(ring.mm[j * 2048:(j + 1) * 2048]) == before[j * 2048:(j + 1) * 2048]
+            else:
+                assert not ring.mm[j * 2048] & 1 and ring.mm[j * 2048 + 4:j * 2048 + 32] == before[j * 2048 + 4:j * 2048 + 32]
 
 
 def test_a_long_run_leaks_neither_references_nor_memory(tmp_path: Path) -> None:
@@ -424,17 +460,36 @@ def _rss() -> int:
 
 
 def test_real_send_socket_on_a_socketpair_gets_the_whole_frame() -> None:
-    """The fd path (MSG_DONTWAIT send) on a plain datagram socket: one datagram per frame."""
+    """The fd path (sendmmsg, MSG_DONTWAIT) on a plain datagram socket: one datagram per frame."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with a, b, tempfile.TemporaryDirectory() as tmp:
         d, _rings, _ = _established(Path(tmp))
-        state_lan1 = array.array("q", bytes(64))
+        state_lan1 = _state()
         egress = {"lan1": (d._egress["lan1"][0], a.fileno(), state_lan1)}
         ring = FakeRing()
         frame = build(Spec("out", 0, size=7))
         ring.put([frame])
-        state = array.array("q", [48, 1] + [0] * 6)
-        daemon_module._ring_forward(*_call_args(d, ring, state, egress=egress))
+        daemon_module._ring_rx(*_call_args(d, ring, _state(), egress=egress))
         got = b.recv(4096)
         assert got[:10] == bytes(10) and Ether(got[10:])[IP].src == WAN
-        assert len(got) == 10 + len(frame[0]) and state_lan1[4:6].tolist() == [1, len(frame[0])]
+        assert len(got) == 10 + len(frame[0])
+        assert [state_lan1[ST_TX_PACKETS], state_lan1[ST_TX_BYTES]] == [1, len(frame[0])]
+
+
+def test_send_errors_are_counted_by_errno(tmp_path: Path) -> None:
+    """A refused send is counted under its errno, in C and in Python alike, and logged."""
+    for c_path in (True, False):
+        (tmp_path / str(c_path)).mkdir()
+        d, rings, txs, clock = make_daemon(tmp_path / str(c_path))
+        if not c_path:
+            d.ring_rx = None
+        learn(d, rings)
+        for blk in establish()[:2]:
+            clock.now += blk["dt"]
+            rings[blk["link"]].put(blk["frames"])
+            d._drain(d.links[blk["link"]])
+        txs["lan1"].fail = True  # an unconnected datagram socket: ENOTCONN
+        rings["lan0"].put([build(Spec("out", 0))] * 3)
+        d._drain(d.links["lan0"])
+        counters = d.links["lan1"].stats()["counters"]
+        assert counters["tx_error"] == 3 and counters["tx_error_ENOTCONN"] == 3, counters
