@@ -26,8 +26,8 @@ from collections import Counter
 from typing import Any
 
 from passnat.io import ethtool
-from passnat.io.linkdrops import LinkDrop
 from passnat.io.afpacket import LinkInfo, RingGeometry, RxRing, TxSocket, link_info, link_qdisc
+from passnat.io.linkdrops import LinkDrop
 from passnat.io.neighbours import ArpTimers, NeighbourTable
 from passnat.io.offload import VNET_NONE
 
