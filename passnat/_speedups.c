@@ -101,6 +101,20 @@ static inline int header_ok(const unsigned char *p)
     return s == 0xFFFF;
 }
 
+/* 1 when the n bytes at p sum to 0xFFFF as 16-bit words (an odd last byte padded): an ICMP checksum. */
+static int sum_ok(const unsigned char *p, Py_ssize_t n)
+{
+    uint64_t s = 0;
+    Py_ssize_t i = 0;
+    for (; i + 1 < n; i += 2)
+        s += ((uint32_t)p[i] << 8) | p[i + 1];
+    if (i < n)
+        s += (uint32_t)p[i] << 8;
+    while (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16);
+    return s == 0xFFFF;
+}
+
 /* What a session changes in a packet of one direction (flow.py). */
 struct rewrite {
     unsigned long addr;
@@ -128,15 +142,27 @@ find_flow(PyObject *ft, const unsigned char *p, Py_ssize_t n, struct rewrite *rw
     PyObject *tbl = PyList_GET_ITEM(lst, proto);
     if (tbl == Py_None || !PyDict_CheckExact(tbl))
         return NULL;
-    PyObject *key = PyBytes_FromStringAndSize((const char *)p + 12, 12);
+    int outbound = PyObject_IsTrue(PyTuple_GET_ITEM(ft, 0));
+    if (outbound < 0)
+        return NULL;
+    PyObject *key;
+    if (proto == 1) {
+        /* ICMP echo: the identifier is the "port"; requests go out, replies come in */
+        if (p[20] != (outbound ? 8 : 0) || p[21] != 0)
+            return NULL;
+        unsigned char k[12];
+        memcpy(k, p + 12, 8);
+        memcpy(k + 8, p + 24, 2);
+        k[10] = k[11] = 0;
+        key = PyBytes_FromStringAndSize((const char *)k, 12);
+    } else {
+        key = PyBytes_FromStringAndSize((const char *)p + 12, 12);
+    }
     if (key == NULL)
         return NULL;
     PyObject *s = PyDict_GetItemWithError(tbl, key);
     Py_DECREF(key);
     if (s == NULL || Py_TYPE(s) != session_type)
-        return NULL;
-    int outbound = PyObject_IsTrue(PyTuple_GET_ITEM(ft, 0));
-    if (outbound < 0)
         return NULL;
     PyObject *hop = SLOT(s, outbound ? S_O_HOP : S_I_HOP);
     if (hop == NULL || !PyTuple_CheckExact(hop) || PyTuple_GET_SIZE(hop) != H_LEN
@@ -153,6 +179,9 @@ find_flow(PyObject *ft, const unsigned char *p, Py_ssize_t n, struct rewrite *rw
     if (proto == 6) {
         if (n < 40 || (p[33] & 0x07))
             return NULL;
+    } else if (proto == 1) {
+        if (!sum_ok(p + 20, n - 20))
+            return NULL; /* the slow path drops and counts it (bad_l4_header) */
     } else if (proto != 17) {
         return NULL;
     }
@@ -179,20 +208,20 @@ static void
 apply_flow(unsigned char *b, const struct rewrite *rw)
 {
     unsigned proto = b[9];
-    unsigned co = proto == 6 ? 36 : 26;
+    unsigned co = proto == 6 ? 36 : proto == 17 ? 26 : 22;
     unsigned old = ((unsigned)b[co] << 8) | b[co + 1];
     unsigned c = fold_apply(((unsigned)b[10] << 8) | b[11], (unsigned)rw->ipd);
     b[8] = (unsigned char)(b[8] - 1);
     b[10] = (unsigned char)(c >> 8);
     b[11] = (unsigned char)c;
-    int aoff = rw->outbound ? 12 : 16, poff = rw->outbound ? 20 : 22;
+    int aoff = rw->outbound ? 12 : 16, poff = proto == 1 ? 24 : rw->outbound ? 20 : 22;
     b[aoff] = (unsigned char)(rw->addr >> 24);
     b[aoff + 1] = (unsigned char)(rw->addr >> 16);
     b[aoff + 2] = (unsigned char)(rw->addr >> 8);
     b[aoff + 3] = (unsigned char)rw->addr;
     b[poff] = (unsigned char)(rw->port >> 8);
     b[poff + 1] = (unsigned char)rw->port;
-    if (old || proto == 6) {
+    if (old || proto != 17) {
         unsigned c4 = fold_apply(old, (unsigned)rw->l4d);
         if (c4 == 0 && proto == 17)
             c4 = 0xFFFF; /* RFC 768: a computed zero is sent as all ones */
@@ -456,6 +485,8 @@ forward_one(struct call *c, Py_ssize_t off)
         return 0; /* Python would pass a packet whose length differs from its header's: slow path */
     int partial = 0;
     if ((status & TP_STATUS_CSUMNOTREADY) || (long)length > c->plain) {
+        if (p[9] != 6 && p[9] != 17)
+            return 0;
         /* the daemon's partial-checksum path: the same tests, in the same order */
         const unsigned char *v = eth - VNET_LEN;
         unsigned flags = v[0], gso = v[1];

@@ -186,6 +186,7 @@ class Router:
             lst: list[Any] = [None] * 256
             lst[PROTO_TCP] = flows[PROTO_TCP]
             lst[PROTO_UDP] = flows[PROTO_UDP]
+            lst[PROTO_ICMP] = flows[PROTO_ICMP]
             self._fast[name] = (outbound, lst)
 
     def reconfigure(self, config: Config) -> None:
@@ -234,33 +235,38 @@ class Router:
             proto = packet[9]
             tbl = ft[1][proto]
             if tbl is not None:
-                s = tbl.get(packet[12:24])
+                out = ft[0]
+                if proto == 1:  # ICMP echo: the identifier is the "port" (both ways at bytes 24-25)
+                    s = tbl.get(packet[12:20] + packet[24:26] + b"\0\0") if packet[20] == (8 if out else 0) \
+                        and not packet[21] else None
+                else:
+                    s = tbl.get(packet[12:24])
                 if s is not None:
-                    out = ft[0]
                     hop = s.o_hop if out else s.i_hop
                     if (not hop[H_SLOW] and packet[8] > 1 and not (packet[6] & 63 or packet[7])
                             and n == (packet[2] << 8 | packet[3]) and n <= hop[H_MTU]
-                            and (proto == 17 or (n >= 40 and not packet[33] & 7))
+                            and (proto == 17 or (proto == 6 and n >= 40 and not packet[33] & 7)
+                                 or (proto == 1 and _icmp_sum_ok(packet, n)))
                             and not int.from_bytes(packet[:20], "big") % 0xFFFF):  # header checksum right
-                        # ---- fast path: established TCP / UDP flow (_speedups.c find_flow) --------
+                        # ---- fast path: established TCP / UDP flow, ICMP echo (_speedups.c find_flow) --
                         b = bytearray(packet)
                         c = ((packet[10] << 8 | packet[11]) ^ 0xFFFF) + (s.o_ipd if out else s.i_ipd)
                         c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                        co = 36 if proto == 6 else 26
+                        co = 36 if proto == 6 else 26 if proto == 17 else 22
                         old = packet[co] << 8 | packet[co + 1]
                         if out:
                             _TTL_CS_SRC.pack_into(b, 8, packet[8] - 1, proto, c, s.out_addr)
-                            _H.pack_into(b, 20, s.out_port)
+                            _H.pack_into(b, 24 if proto == 1 else 20, s.out_port)
                             l4d = s.o_l4d
                         else:
                             _TTL_CS.pack_into(b, 8, packet[8] - 1, proto, c)
                             _I.pack_into(b, 16, s.in_addr)
-                            _H.pack_into(b, 22, s.in_port)
+                            _H.pack_into(b, 24 if proto == 1 else 22, s.in_port)
                             l4d = s.i_l4d
-                        if old or proto == 6:
+                        if old or proto != 17:
                             c = (old ^ 0xFFFF) + l4d
                             c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                            _H.pack_into(b, co, c if c or proto == 6 else 0xFFFF)
+                            _H.pack_into(b, co, c if c or proto != 17 else 0xFFFF)
                         s.last = now
                         fc = hop[H_FC]
                         if fc is not None:
@@ -772,6 +778,13 @@ class Router:
             return None
         self.count("fragments_made", len(frags))
         return [Output(oif, nh, f) for f in frags]
+
+
+def _icmp_sum_ok(packet: bytes, n: int) -> bool:
+    """The ICMP checksum of ``packet`` (IPv4 header of 20 bytes) is right (RFC 1071: the data
+    as big-endian 16-bit words sums to 0xFFFF; the big integer modulo 0xFFFF is that sum)."""
+    x = int.from_bytes(packet[20:] + b"\0" if n & 1 else packet[20:], "big")
+    return x != 0 and x % 0xFFFF == 0
 
 
 def frags_needed(router: Router, pkt: Pkt, mtu: int) -> list[Output]:

@@ -62,3 +62,38 @@ def test_c_and_python_fast_paths_agree(sport: int, dport: int, payload: bytes, u
     assert (fast.counters()["slow_path_packets"], pure.counters()["slow_path_packets"]) == slow_before
     assert fast.counters() == pure.counters()
     assert [s["last"] for s in fast.sessions(2.0)] == [s["last"] for s in pure.sessions(2.0)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 65535), st.binary(max_size=65), st.integers(2, 255), st.integers(0, 4))
+def test_icmp_echo_takes_the_fast_path_once_answered(ident: int, payload: bytes, ttl: int, corrupt: int) -> None:
+    """A ping's requests are fast from the start, its replies once the first one was seen (it sets the
+    'answered' timer); both paths agree, and a bad ICMP checksum is dropped by both, never forwarded."""
+    from scapy.all import ICMP, IP, raw  # type: ignore[attr-defined]
+    fast, pure = pair()
+    if fast._cfast is None:
+        pytest.fail("passnat._speedups is not built")
+
+    def echo(src: str, dst: str, ident: int, reply: bool) -> bytes:
+        b = bytearray(raw(IP(src=src, dst=dst, ttl=ttl) / ICMP(type=0 if reply else 8, id=ident, seq=3) / payload))
+        if corrupt == 1:
+            b[-1 if payload else 23] ^= 0x40  # a bad ICMP checksum
+        return bytes(b)
+
+    first = raw(IP(src=PC1, dst=SRV) / ICMP(type=8, id=ident, seq=1) / b"x")
+    outs = fast.handle("lan0", first, 0.0)
+    assert [o.packet for o in outs] == [o.packet for o in pure.handle("lan0", first, 0.0)]
+    oid = int.from_bytes(outs[0].packet[24:26], "big")
+    answer = raw(IP(src=SRV, dst=WAN_ADDR) / ICMP(type=0, id=oid, seq=1) / b"x")
+    assert [o.packet for o in fast.handle("lan1", answer, 0.1)] == [o.packet for o in pure.handle("lan1", answer, 0.1)]
+    before = (fast.counters()["slow_path_packets"], pure.counters()["slow_path_packets"])
+    for iface, pkt in (("lan0", echo(PC1, SRV, ident, False)), ("lan1", echo(SRV, WAN_ADDR, oid, True))):
+        a, b = fast.handle(iface, pkt, 1.0), pure.handle(iface, pkt, 1.0)
+        assert [(o.interface, o.next_hop, o.packet) for o in a] == [(o.interface, o.next_hop, o.packet) for o in b]
+        for o in a:
+            verify(o.packet)
+        assert bool(a) == (corrupt != 1)
+    assert fast.counters() == pure.counters()
+    slow = (fast.counters()["slow_path_packets"], pure.counters()["slow_path_packets"])
+    assert slow == before if corrupt != 1 else slow == (before[0] + 2, before[1] + 2)
+    assert fast.counters()["bad_l4_header"] == (2 if corrupt == 1 else 0)

@@ -74,7 +74,8 @@ def install_port_flows(router: Router, s: Session, *, slow: bool = False) -> Non
         in_hop = (s.lan_if or s.nat_if, ntoa(s.in_addr))
     s.lan_if = in_hop[0]
     o_hop = (out_hop[0], out_hop[1], router.mtu(out_hop[0]), slow or out_hop[0] != s.nat_if, None)
-    i_hop = (in_hop[0], in_hop[1], router.mtu(in_hop[0]), slow, None)
+    # an ICMP query's replies go to the slow path until the first one (it changes the timer)
+    i_hop = (in_hop[0], in_hop[1], router.mtu(in_hop[0]), slow or (s.proto == 1 and s.klass != "icmp-answered"), None)
     o_hop, i_hop = router.filter.decorate(s, o_hop, i_hop)  # filter verdicts and counters (H_FC, H_SLOW)
     set_rewrites(s, router.intern_hop(o_hop), router.intern_hop(i_hop), pseudo=s.proto != 1)
     if s.proto == 1:  # ICMP queries: the identifier in the first "port", both directions

@@ -3,7 +3,10 @@
 Queries (echo, timestamp, information, address mask): an outbound request
 makes a session on the inside host's endpoint-independent mapping of its
 identifier; the reply finds it by (remote, global, outside id) and switches
-it to the short "answered" timer (SEIL).  Errors: the quoted header names the
+it to the short "answered" timer (SEIL), where it stays: later requests and
+replies of the same id refresh it (a ping every second keeps it), and once
+answered, echo requests and replies take the fast path (the inbound direction
+is slow only until the first reply, which changes the timer).  Errors: the quoted header names the
 session (see ``icmp_errors``); protocols other than TCP, UDP and ICMP are
 looked up through their own handler's ``error_session``.
 """
@@ -24,6 +27,9 @@ from passnat.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
     from passnat.nat.router import Router
+
+
+ANSWERED = "icmp-answered"
 
 
 class IcmpHandler:
@@ -49,8 +55,6 @@ class IcmpHandler:
         s = self.router.table.out_flows[PROTO_ICMP].get(flow_key(ip.src, ip.dst, pkt.sport, 0))
         if s is not None:
             s.last = pkt.now
-            if t in icmpmod.QUERY_REQUESTS and s.klass != "icmp":
-                self.router.table.set_timeout(s, self.router.timeout("icmp"), "icmp")
             return self._translate(pkt, s, outbound=True)
         if not create or t not in icmpmod.QUERY_REQUESTS:
             return None
@@ -81,8 +85,9 @@ class IcmpHandler:
         if s is None:
             return None
         s.last = pkt.now
-        if t in icmpmod.QUERY_REPLIES:
-            self.router.table.set_timeout(s, self.router.timeout("icmp-answered"), "icmp-answered")
+        if t in icmpmod.QUERY_REPLIES and s.klass != ANSWERED:
+            self.router.table.set_timeout(s, self.router.timeout(ANSWERED), ANSWERED)
+            install_port_flows(self.router, s)  # answered: the replies' fast path opens
         return self._translate(pkt, s, outbound=False)
 
     def snapt_inbound(self, pkt: Pkt, target: SnaptTarget) -> Verdict:
