@@ -119,6 +119,9 @@ def format_counters(data: dict[str, Any]) -> str:
                    f"{st.get('ring_drops', 0):>11}")
     if "uptime" in data:
         out.append(f"Uptime: {hms(data['uptime'])}")
+    if "dataplane" in data:
+        dp = data["dataplane"]
+        out.append(f"Data plane: {dp.get('mode')} ({dp.get('reason')})")
     return "\n".join(out) + "\n"
 
 

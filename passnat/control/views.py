@@ -114,6 +114,8 @@ def counters(router: Router, links: Iterable[LinkView], daemon: Mapping[str, int
                            "interfaces": interfaces}
     if uptime is not None:
         out["uptime"] = round(uptime, 1)
+    from passnat import speedups
+    out["dataplane"] = {"mode": speedups.mode(), "reason": speedups.reason()}
     return out
 
 

@@ -8,8 +8,9 @@ import pytest
 from scapy.all import IP, TCP, UDP, raw  # type: ignore[attr-defined]
 
 import passnat
+from passnat import speedups
 from passnat.control import views
-from passnat.control.format import format_status_nat
+from passnat.control.format import format_counters, format_status_nat
 from passnat.control.protocol import ProtocolError
 from passnat.io.linkdrops import EVENTS, LinkDrop
 from passnat.nat.drops import Drop
@@ -70,6 +71,20 @@ def test_counters_list_every_drop_reason_with_text(router: passnat.Router) -> No
     assert data["link"]["events"]["icmp_host_unreachable_sent"] == 1
     assert data["interfaces"]["lan0"]["rx_packets"] == 5 and data["interfaces"]["lan0"]["ring_drops"] == 7
     assert data["engine"]["events"]["sessions"] == 3
+    assert data["dataplane"] == {"mode": speedups.mode(), "reason": speedups.reason()}
+    assert f"Data plane: {speedups.mode()} (" in format_counters(data)
+
+
+def test_the_data_plane_mode_says_why() -> None:
+    import subprocess
+    import sys
+    code = "from passnat import speedups; print(speedups.mode(), '|', speedups.reason())"
+    pure = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={"PASSNAT_PURE": "1", "PATH": "/usr/bin:/bin"}).stdout.strip()
+    assert pure == "python | PASSNAT_PURE is set"
+    built = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PATH": "/usr/bin:/bin"}).stdout.strip()
+    assert built == "compiled | passnat._speedups is built"
 
 
 def test_clear_one_and_all(router: passnat.Router) -> None:
