@@ -207,8 +207,10 @@ def main() -> None:
     ap.add_argument("--million", type=int, default=1_000_000, help="sessions in the RSS run (0 = skip)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
     print(f"passnat engine benchmark: {args.flows:,} flows (TCP+UDP, {args.flows // 100:,} inside endpoints "
-          f"x 100 remotes); load average {' '.join(open('/proc/loadavg').read().split()[:3])}", flush=True)
+          f"x 100 remotes); load average {load}", flush=True)
     established(args.flows, args.reps)
     new_sessions(args.flows, args.rounds, args.baseline or None)
     memory(args.flows)

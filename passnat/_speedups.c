@@ -81,6 +81,15 @@ configure(PyObject *self, PyObject *cls)
     Py_RETURN_NONE;
 }
 
+/* untrack(obj) -> None: the cycle collector stops looking at obj (a session: table.py add). */
+static PyObject *
+untrack(PyObject *self, PyObject *obj)
+{
+    if (PyObject_IS_GC(obj) && PyObject_GC_IsTracked(obj))
+        PyObject_GC_UnTrack(obj);
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------ shared */
 
 static inline unsigned fold_apply(unsigned csum, unsigned delta)
@@ -699,6 +708,8 @@ ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
+    {"untrack", (PyCFunction)untrack, METH_O,
+     "untrack(obj) -> None: take obj out of the cycle collector's lists (it holds no cycles)"},
     {"configure", (PyCFunction)configure, METH_O,
      "configure(Session) -> None: where the Session class keeps the slots the fast path reads"},
     {"fast", (PyCFunction)(void (*)(void))fast, METH_FASTCALL,

@@ -351,7 +351,9 @@ class Filter:
                 break
             if isinstance(d, State):
                 d.link(s)
-            counters.append(d)
+                counters.append(d.tally)  # (not the State: it lists the session, no cycle)
+            else:
+                counters.append(d)
         f = list(flow)
         f[H_FC] = None if slow else combine(counters)
         f[H_SLOW] = flow[H_SLOW] or slow

@@ -45,10 +45,23 @@ def reverse(key: Key) -> Key:
     return (proto, dst, dport, src, sport)
 
 
+class Tally:
+    """A state's count of the packets the fast path passed for it (the ``H_FC`` of the hops of the
+    sessions it passes).  Separate from the State, which lists those sessions: a hop holding the
+    State itself would make every such session part of a reference cycle (table.py untracks
+    sessions from the cycle collector, so they must hold none)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class State:
     __slots__ = (
         "alive",
         "count",
+        "tally",
         "created",
         "fins",
         "fixed",
@@ -76,11 +89,16 @@ class State:
         self.klass = klass  # NAT timer class used for ``normal``
         self.created = now
         self.last = now
-        self.count = 0  # filter decisions it made
+        self.count = 0  # filter decisions it made on the slow path
+        self.tally = Tally()  # ... and on the fast path (``decisions`` adds them up)
         self.sessions: list[Any] = []  # NAT sessions whose fast-path flows it passes
         self.fins = 0
         self.hd = 0.0
         self.alive = True
+
+    def decisions(self) -> int:
+        """Every packet this state passed (slow and fast path)."""
+        return self.count + self.tally.count
 
     def last_seen(self) -> float:
         """The last time the flow was active: its own refreshes and its linked sessions'."""

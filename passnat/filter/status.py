@@ -60,7 +60,7 @@ def state_record(st: State, now: float) -> dict[str, Any]:
         "icmp_id": sport if proto == 1 else None,
         "origins": [{"interface": i, "direction": "in" if inbound else "out"}
                     for i, inbound in sorted(st.origins)],
-        "ttl": int(st.remaining(now) + 0.999), "timer": int(st.ttl), "count": st.count,
+        "ttl": int(st.remaining(now) + 0.999), "timer": int(st.ttl), "count": st.decisions(),
         "age": max(0.0, now - st.created),
     }
 

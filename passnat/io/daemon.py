@@ -39,6 +39,7 @@ restores the links (offload settings) and removes the control socket.
 from __future__ import annotations
 
 import functools
+import gc
 import ipaddress
 import logging
 import signal
@@ -163,6 +164,11 @@ class Daemon:
             for frame in link.neigh.announcements():
                 if link.send(frame):
                     self.counters["gratuitous_arp_sent"] += 1
+        # what exists now lives as long as the daemon (the engine's tables and index dicts among
+        # it): out of the cycle collector's way (sessions and the expiry wheel are untracked,
+        # passnat/nat/table.py), so a full collection stays short however many sessions there are
+        gc.collect()
+        gc.freeze()
         log.info("passnat running: %s; control socket %s",
                  ", ".join(f"{lk.name}={lk.linux}" for lk in self.links.values()), self.options.control_path)
 

@@ -24,6 +24,16 @@ an exact entry in that heap so it still expires on time.  So a session expires
 exactly when ``now`` reaches ``last + timeout``, and adding one is a dict get
 and a list append (no Python-level comparisons).
 
+Sessions are not seen by Python's cycle collector (``_speedups.untrack``, when
+the C module is built), nor the wheel's lists: a session refers only to plain
+values, shared hops and its mapping, and ``remove`` drops its hops (the one way
+back to it, through a filter state's list of sessions, passes there), so
+reference counting frees every session; a table of a million sessions would
+otherwise cost every full collection about half a second of pause, every time
+the table turned over a quarter of its sessions.  The index dicts are tracked from the start
+(``tracked_dict``) and the daemon freezes what exists when it starts
+(``gc.freeze``), so they are out of every collection too.
+
 Limits (R18): a global maximum, ``restricted-per-ip`` (sessions created by
 packets from one source address, either side) and ``restricted-per-private-ip``
 (sessions involving one private address).  Reaching one drops the packet; the
@@ -40,8 +50,20 @@ from collections.abc import Callable
 from passnat.nat.drops import Drop
 from passnat.nat.ports import IdPool
 from passnat.nat.session import Mapping, Session
+from passnat.speedups import module as _speedups_module
+
+_untrack = getattr(_speedups_module(), "untrack", None)
 
 KEY = struct.Struct("!IIHH")
+
+
+def tracked_dict() -> dict:  # type: ignore[type-arg]
+    """A dict that the cycle collector tracks from the start and never stops tracking, so that
+    ``gc.freeze`` at daemon start takes it out of every later collection.  (A dict with no
+    container in it is untracked by the next collection, and tracked again -- as a young object,
+    scanned whole by every full collection -- when a session is put in.)  Its one extra entry,
+    ``None: []``, is what keeps it tracked; no lookup uses ``None``, nothing iterates these."""
+    return {None: []}
 
 
 def flow_key(src: int, dst: int, sport: int, dport: int) -> bytes:
@@ -56,9 +78,9 @@ class SessionTable:
         self.per_private_ip = per_private_ip
         self.rng = rng  # random port assignment when set
         self._n = 0  # live sessions
-        self.out_flows: dict[int, dict[bytes, Session]] = {6: {}, 17: {}, 1: {}}
-        self.in_flows: dict[int, dict[bytes, Session]] = {6: {}, 17: {}, 1: {}}
-        self.mappings: dict[tuple[int, str, int, int], Mapping] = {}
+        self.out_flows: dict[int, dict[bytes, Session]] = {p: tracked_dict() for p in (6, 17, 1)}
+        self.in_flows: dict[int, dict[bytes, Session]] = {p: tracked_dict() for p in (6, 17, 1)}
+        self.mappings: dict[tuple[int, str, int, int], Mapping] = tracked_dict()
         self.pools: dict[tuple[int, int], IdPool] = {}
         self.reserved: dict[tuple[int, int], frozenset[int]] = {}
         self.count_src: dict[int, int] = {}
@@ -184,6 +206,8 @@ class SessionTable:
         if s.mapping is not None:
             s.mapping.refs += 1
         self.created_total += 1
+        if _untrack is not None:
+            _untrack(s)
         if okey is not None:
             self.out_flows[s.proto][okey] = s
             s.okey = okey
@@ -199,9 +223,7 @@ class SessionTable:
         if sec > last:
             bucket = self._wheel.get(sec)
             if bucket is None:
-                self._wheel[sec] = bucket = [sec]
-                heapq.heappush(self._seconds, sec)
-                self.on_deadline(sec)
+                bucket = self._bucket(sec)
             s.hd = bucket[0]  # type: ignore[assignment]
             bucket.append(s)
         else:
@@ -213,15 +235,23 @@ class SessionTable:
         if sec > now:  # (add() has a copy of this)
             bucket = self._wheel.get(sec)
             if bucket is None:
-                self._wheel[sec] = bucket = [sec]
-                heapq.heappush(self._seconds, sec)
-                self.on_deadline(sec)
+                bucket = self._bucket(sec)
             s.hd = bucket[0]  # type: ignore[assignment]
             bucket.append(s)
         else:  # due within this second: an exact entry
             s.hd = exp
             heapq.heappush(self._exact, (exp, s.id, s))
             self.on_deadline(exp)
+
+    def _bucket(self, sec: int) -> list[object]:
+        """A new second of the wheel (a list of untracked sessions: untracked itself)."""
+        bucket: list[object] = [sec]
+        self._wheel[sec] = bucket
+        if _untrack is not None:
+            _untrack(bucket)
+        heapq.heappush(self._seconds, sec)
+        self.on_deadline(sec)
+        return bucket
 
     def set_flows(self, s: Session, okey: bytes | None, ikey: bytes | None) -> None:
         """Index the session under its keys (replacing any keys it had)."""
@@ -258,6 +288,7 @@ class SessionTable:
         s.alive = False
         self._n -= 1
         self._unindex(s)
+        s.o_hop = s.i_hop = None  # (a hop's filter state may list the session: no cycle left behind)
         for counts, key in ((self.count_src, s.origin), (self.count_private, s.in_addr)):
             n = counts.get(key, 0) - 1
             if n > 0:
