@@ -30,6 +30,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 
 /* A session's hop tuple (passnat/nat/flow.py H_*). */
 enum { H_OIF, H_NH, H_MTU, H_SLOW, H_FC, H_LEN };
@@ -325,6 +326,7 @@ enum {
     ST_TX_ERRORS,  /* frames the kernel refused on this link */
     ST_FAST,       /* frames received on this link and forwarded here */
     ST_CB_ERRORS,  /* exceptions that escaped the Python callback (internal errors) */
+    ST_HEAD,       /* in/out: the next slot of this link's ring to read */
     ST_ERRNO,      /* ST_ERRNO + e: send errors with errno e (e < ST_NERRNO, else ST_ERRNO + 0) */
     ST_NERRNO = 128,
     ST_LEN = ST_ERRNO + ST_NERRNO
@@ -383,13 +385,14 @@ port_flush(struct port *pt)
 }
 
 struct call {
-    unsigned char *ring;
+    unsigned char *ring;    /* the link being walked (copied from its struct rxlink) */
     Py_ssize_t frame_size;
-    PyObject *ft;           /* the ingress interface's fast table (a reference held for the call) */
+    PyObject *ft;           /* its interface's fast table, or NULL: every frame to Python */
+    long plain;
+    int64_t *st;            /* its state */
     PyObject *egress;
     PyObject *now;
-    long plain, partial_max;
-    int64_t *st;            /* the ingress link's state */
+    long partial_max;
     struct port ports[MAX_PORTS];
     int nports;
 };
@@ -596,115 +599,219 @@ static inline void release(unsigned char *f)
     __atomic_store_n((uint32_t *)f, 0, __ATOMIC_RELEASE); /* TP_STATUS_KERNEL: the slot goes back */
 }
 
+#define MAX_LINKS 16
+#define CHUNK 64                /* frames of one link before the next link's turn */
+
+/* One receive ring in a ring_rx call (an entry of its links argument). */
+struct rxlink {
+    PyObject *name, *slow;
+    Py_buffer ring, state;
+    int have_ring, have_state;
+    Py_ssize_t frame_nr, frame_size;
+    long plain;
+    int64_t *st;
+    PyObject *ft;           /* a reference, or NULL */
+};
+
 /*
- * ring_rx(ring, head, frame_nr, frame_size, budget, interface, now, fast, fast_tables, egress,
- *         plain, partial_max, state, slow) -> head
+ * Walk at most max frames of link L from its head: 1 frame more per slot handed
+ * over, established flows forwarded here, the others to L->slow(offset, now).
+ * Everything queued is sent and every walked slot given back before it returns.
+ * Returns the frames walked.
+ */
+static Py_ssize_t
+walk(struct call *c, struct rxlink *L, Py_ssize_t max)
+{
+    c->ring = (unsigned char *)L->ring.buf;
+    c->frame_size = L->frame_size;
+    c->ft = L->ft;
+    c->plain = L->plain;
+    c->st = L->st;
+    Py_ssize_t head = (Py_ssize_t)L->st[ST_HEAD], nr = L->frame_nr, size = L->frame_size;
+    Py_ssize_t pending = head, npending = 0, done = 0;
+    for (; done < max; done++) {
+        unsigned char *f = c->ring + head * size;
+        if (!(status_acquire(f) & TP_STATUS_USER))
+            break;
+        c->st[ST_RX_PACKETS]++;
+        c->st[ST_RX_BYTES] += rd32(f + 4);
+        if (c->ft != NULL && forward_one(c, head * size)) {
+            npending++;
+        } else {
+            flush_all(c);
+            for (; npending; npending--, pending = (pending + 1) % nr)
+                release(c->ring + pending * size);
+            PyObject *cargs[2] = {PyLong_FromSsize_t(head * size), c->now};
+            PyObject *r = cargs[0] ? PyObject_Vectorcall(L->slow, cargs, 2, NULL) : NULL;
+            Py_XDECREF(cargs[0]);
+            if (r == NULL) {
+                PyErr_Clear(); /* the daemon's handler counts its own errors; this is the last guard */
+                c->st[ST_CB_ERRORS]++;
+            }
+            Py_XDECREF(r);
+            release(f);
+            pending = (head + 1) % nr;
+        }
+        head = (head + 1) % nr;
+    }
+    flush_all(c);
+    for (; npending; npending--, pending = (pending + 1) % nr)
+        release(c->ring + pending * size);
+    L->st[ST_HEAD] = head;
+    return done;
+}
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static int64_t
+mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void
+release_links(struct rxlink *links, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (links[i].have_state)
+            PyBuffer_Release(&links[i].state);
+        if (links[i].have_ring)
+            PyBuffer_Release(&links[i].ring);
+        Py_XDECREF(links[i].ft);
+    }
+}
+
+/*
+ * ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns) -> frames walked
  *
- *   ring         the mmap'ed TPACKET_V2 ring (writable buffer of frame_nr slots of frame_size)
- *   head         the next slot to read
- *   budget       at most this many frames
- *   interface    ingress configuration interface name
+ *   links        a tuple of (interface, ring, frame_nr, frame_size, plain, state, slow) per link:
+ *                  ring        the mmap'ed TPACKET_V2 ring (frame_nr slots of frame_size bytes)
+ *                  plain       largest frame without a partial checksum request (link MTU + 14)
+ *                  state       that link's array('q') (ST_*; ST_HEAD: the next slot to read)
+ *                  slow        slow(offset, now): the daemon's Python handling of a frame
+ *   budget       at most this many frames in all
  *   now          the engine's clock for this call (stored as session.last)
  *   fast         False: every frame goes to slow() (timers are due, or a capture is written)
  *   fast_tables  Router.fast_tables
  *   egress       interface name -> (neighbour fast dict, send socket fd, that link's state)
- *   plain        largest frame without a partial checksum request (link MTU + 14)
  *   partial_max  Daemon.partial_max
- *   state        the ingress link's state array (ST_*), added to
- *   slow         slow(offset): the daemon's Python handling of the frame in that slot
+ *   spin_ns      after frames were walked and none is waiting, keep looking this long
+ *                before returning (0: return at once)
  *
- * Walks the slots handed over by the kernel from head on, in order: a frame
- * of an established TCP/UDP flow whose next hop is resolved is rewritten in
- * its slot and queued for sendmmsg on its egress link; any other frame goes to
- * slow() -- after everything queued before it was sent, so frames leave in
- * ring order.  A slot goes back to the kernel once its frame was sent or
- * handled.  Returns the new head.  Raises only for bad arguments, before any
- * slot is touched.
+ * The links take turns, CHUNK frames each, until none has a frame waiting (and
+ * the spin found none) or the budget is spent.  In each ring, the slots the
+ * kernel handed over are walked in order from the link's head: a frame of an
+ * established TCP/UDP flow or ICMP echo whose next hop is resolved is
+ * rewritten in its slot and queued for sendmmsg on its egress link; any other
+ * frame goes to that link's slow() -- after everything queued before it was
+ * sent, so frames leave in ring order.  A slot goes back to the kernel once its
+ * frame was sent or handled.  Raises only for bad arguments, before any slot is
+ * touched.
  */
 static PyObject *
 ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "ring_rx() takes 14 arguments");
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx() takes 8 arguments");
         return NULL;
     }
+    PyObject *lks = args[0];
     struct call c;
     c.nports = 0;
-    c.now = args[6];
-    c.egress = args[9];
-    PyObject *slow = args[13];
-    if (!PyDict_CheckExact(args[8]) || !PyDict_CheckExact(c.egress) || !PyCallable_Check(slow)) {
-        PyErr_SetString(PyExc_TypeError, "ring_rx(): fast_tables and egress must be dicts, slow a callable");
+    c.now = args[2];
+    c.egress = args[5];
+    if (!PyTuple_CheckExact(lks) || PyTuple_GET_SIZE(lks) > MAX_LINKS || !PyDict_CheckExact(args[4])
+        || !PyDict_CheckExact(c.egress)) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx(): links must be a tuple (at most 16), fast_tables and "
+                                         "egress dicts");
         return NULL;
     }
-    Py_ssize_t head = PyLong_AsSsize_t(args[1]), frame_nr = PyLong_AsSsize_t(args[2]);
-    c.frame_size = PyLong_AsSsize_t(args[3]);
-    Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
-    int fast = PyObject_IsTrue(args[7]);
-    c.plain = PyLong_AsLong(args[10]);
-    c.partial_max = PyLong_AsLong(args[11]);
+    Py_ssize_t budget = PyLong_AsSsize_t(args[1]);
+    int fast = PyObject_IsTrue(args[3]);
+    c.partial_max = PyLong_AsLong(args[6]);
+    long long spin_ns = PyLong_AsLongLong(args[7]);
     if (PyErr_Occurred() || fast < 0)
         return NULL;
-    Py_buffer ring, state;
-    if (PyObject_GetBuffer(args[0], &ring, PyBUF_WRITABLE) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(args[12], &state, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&ring);
-        return NULL;
-    }
-    if (frame_nr <= 0 || c.frame_size < 2 * TP2_HDR || c.frame_size % 16 || head < 0 || head >= frame_nr
-        || frame_nr > ring.len / c.frame_size || state.itemsize != 8 || state.len < ST_LEN * 8
-        || state.format == NULL || strcmp(state.format, "q") != 0) {
-        PyBuffer_Release(&state);
-        PyBuffer_Release(&ring);
-        PyErr_SetString(PyExc_ValueError, "ring_rx(): ring geometry, head or state array out of range");
-        return NULL;
-    }
-    c.ring = (unsigned char *)ring.buf;
-    c.st = (int64_t *)state.buf;
-    c.ft = NULL;
-    if (fast && session_type != NULL) {
-        c.ft = Py_XNewRef(PyDict_GetItemWithError(args[8], args[5]));
-        PyErr_Clear();
-    }
-    Py_ssize_t pending = head; /* first slot whose frame is queued but not yet sent */
-    Py_ssize_t npending = 0;
-    for (Py_ssize_t done = 0; done < budget; done++) {
-        unsigned char *f = c.ring + head * c.frame_size;
-        if (!(status_acquire(f) & TP_STATUS_USER))
-            break;
-        c.st[ST_RX_PACKETS]++;
-        c.st[ST_RX_BYTES] += rd32(f + 4);
-        if (c.ft != NULL && forward_one(&c, head * c.frame_size)) {
-            npending++;
-        } else {
-            flush_all(&c);
-            for (; npending; npending--, pending = (pending + 1) % frame_nr)
-                release(c.ring + pending * c.frame_size);
-            PyObject *offobj = PyLong_FromSsize_t(head * c.frame_size);
-            PyObject *r = offobj ? PyObject_CallOneArg(slow, offobj) : NULL;
-            Py_XDECREF(offobj);
-            if (r == NULL) {
-                PyErr_Clear(); /* the daemon's handler counts its own errors; this is the last guard */
-                c.st[ST_CB_ERRORS]++;
-            }
-            Py_XDECREF(r);
-            release(f);
-            pending = (head + 1) % frame_nr;
+    int n = (int)PyTuple_GET_SIZE(lks);
+    struct rxlink links[MAX_LINKS];
+    memset(links, 0, sizeof links);
+    for (int i = 0; i < n; i++) {
+        struct rxlink *L = &links[i];
+        PyObject *e = PyTuple_GET_ITEM(lks, i);
+        if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) != 7 || !PyCallable_Check(PyTuple_GET_ITEM(e, 6))) {
+            PyErr_SetString(PyExc_TypeError, "ring_rx(): a link is (interface, ring, frame_nr, frame_size, "
+                                             "plain, state, slow)");
+            goto fail;
         }
-        head = (head + 1) % frame_nr;
+        L->name = PyTuple_GET_ITEM(e, 0);
+        L->slow = PyTuple_GET_ITEM(e, 6);
+        L->frame_nr = PyLong_AsSsize_t(PyTuple_GET_ITEM(e, 2));
+        L->frame_size = PyLong_AsSsize_t(PyTuple_GET_ITEM(e, 3));
+        L->plain = PyLong_AsLong(PyTuple_GET_ITEM(e, 4));
+        if (PyErr_Occurred())
+            goto fail;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(e, 1), &L->ring, PyBUF_WRITABLE) < 0)
+            goto fail;
+        L->have_ring = 1;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(e, 5), &L->state, PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
+            goto fail;
+        L->have_state = 1;
+        L->st = (int64_t *)L->state.buf;
+        if (L->frame_nr <= 0 || L->frame_size < 2 * TP2_HDR || L->frame_size % 16
+            || L->frame_nr > L->ring.len / L->frame_size || L->state.itemsize != 8
+            || L->state.len < ST_LEN * 8 || L->state.format == NULL || strcmp(L->state.format, "q") != 0
+            || L->st[ST_HEAD] < 0 || L->st[ST_HEAD] >= L->frame_nr) {
+            PyErr_SetString(PyExc_ValueError, "ring_rx(): ring geometry, head or state array out of range");
+            goto fail;
+        }
+        if (fast && session_type != NULL) {
+            L->ft = Py_XNewRef(PyDict_GetItemWithError(args[4], L->name));
+            PyErr_Clear();
+        }
     }
-    flush_all(&c);
-    for (; npending; npending--, pending = (pending + 1) % frame_nr)
-        release(c.ring + pending * c.frame_size);
-    Py_XDECREF(c.ft);
+    Py_ssize_t total = 0;
+    int64_t spin_from = 0;
+    while (total < budget) {
+        Py_ssize_t round = 0;
+        for (int i = 0; i < n && total < budget; i++) {
+            Py_ssize_t chunk = budget - total < CHUNK ? budget - total : CHUNK;
+            Py_ssize_t w = walk(&c, &links[i], chunk);
+            round += w;
+            total += w;
+        }
+        if (round) {
+            spin_from = 0;
+            continue;
+        }
+        if (spin_ns <= 0 || total == 0)
+            break;
+        int64_t t = mono_ns();
+        if (spin_from == 0)
+            spin_from = t;
+        else if (t - spin_from >= spin_ns)
+            break;
+        cpu_relax();
+    }
     for (int i = 0; i < c.nports; i++) {
         PyBuffer_Release(&c.ports[i].view);
         Py_DECREF(c.ports[i].entry);
     }
-    PyBuffer_Release(&state);
-    PyBuffer_Release(&ring);
-    return PyLong_FromSsize_t(head);
+    release_links(links, n);
+    return PyLong_FromSsize_t(total);
+
+fail:
+    release_links(links, n);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
@@ -715,9 +822,9 @@ static PyMethodDef methods[] = {
     {"fast", (PyCFunction)(void (*)(void))fast, METH_FASTCALL,
      "fast(tables, interface, packet, now, Output) -> [Output] or None (take the slow path)"},
     {"ring_rx", (PyCFunction)(void (*)(void))ring_rx, METH_FASTCALL,
-     "ring_rx(ring, head, frame_nr, frame_size, budget, interface, now, fast, fast_tables, egress, plain,\n"
-     "        partial_max, state, slow) -> head: walk a TPACKET_V2 ring, forwarding established flows,\n"
-     "handing every other frame to slow(offset)"},
+     "ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns) -> frames walked:\n"
+     "walk TPACKET_V2 rings in turn, forwarding established flows, handing every other frame to\n"
+     "its link's slow(offset, now)"},
     {NULL, NULL, 0, NULL},
 };
 

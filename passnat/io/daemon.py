@@ -7,26 +7,30 @@ announce the router's addresses with gratuitous ARP.
 Loop (``run``), one turn:
   1. ``poll`` the rings, the control socket and the signal pipe, with a
      timeout up to the next deadline (engine, ARP, housekeeping; at most 1 s);
-  2. every link in turn: walk at most ``budget`` frames (256) of its receive
-     ring (TPACKET_V2, afpacket.py); a link with more waiting makes the next
-     poll non-blocking, so the control socket, the timers and the other link
-     (an ARP reply) are served between bounded bursts, and excess is dropped by
-     the kernel at the full ring (counted, ``PACKET_STATISTICS``) instead of
-     starving the loop;
+  2. walk the links' receive rings (TPACKET_V2, afpacket.py), taking turns,
+     at most ``budget`` frames (512) in all; when the budget ran out the next
+     poll does not wait, so the control socket and the timers are served
+     between bounded bursts, and excess is dropped by the kernel at the full
+     ring (counted, ``PACKET_STATISTICS``) instead of starving the loop;
   3. engine timers (``router.on_timer`` when ``router.deadline`` is reached:
      a cached minimum, not a scan), ARP retries/ageing, ICMP host unreachable
      for packets whose next hop never answered ARP;
   4. a pending SIGHUP reload or SIGTERM/SIGINT stop.
 
 The receive loop in C: when ``passnat._speedups`` is built (and
-``PASSNAT_PURE`` is not set), ``_drain`` hands the ring to ``ring_rx``.  It
-forwards established TCP/UDP flows whose next hop is resolved -- the engine's
-fast path plus ``_send``, same bytes, same counters -- straight from the ring
-slot to the egress socket (``sendmmsg`` batches), and hands every other frame
-to ``_frame`` (the Python path below) after sending what it queued before it:
-each frame is handled by exactly one of the two, and the frames go out in the
-order the Python loop alone would send them.  With a capture being written,
-or when the engine's timers are due, every frame goes to ``_frame``.
+``PASSNAT_PURE`` is not set), ``_drain_all`` hands every ring to ``ring_rx``.
+The links take turns, 64 frames each, until no frame waits (after traffic it
+keeps looking for ``spin_us``, 50 µs, before the loop sleeps in ``poll``: a
+reply that follows closely needs no wake-up) or 512 frames were walked.  It
+forwards established TCP/UDP flows and ICMP echo whose next hop is resolved
+-- the engine's fast path plus ``_send``, same bytes, same counters --
+straight from the ring slot to the egress socket (``sendmmsg`` batches), and
+hands every other frame to ``_frame`` (the Python path below) after sending
+what it queued before it: each frame is handled by exactly one of the two,
+and the frames go out in the order the Python loop alone would send them.
+With a capture being written, or when the engine's timers are due, every
+frame goes to ``_frame``.  Its counts go to each link's ``fast_state`` and
+are folded into the link's counters every second and whenever they are read.
 
 Time: the engine and the ARP tables get ``time.monotonic()``, read once per
 walk of a ring (the engine never reads a clock; statefile.py adds the
@@ -61,7 +65,7 @@ from passnat.io.afpacket import TP_STATUS_COPY, TP_STATUS_CSUMNOTREADY, TP_STATU
 from passnat.io.capture import Capture
 from passnat.io.ether import parse_arp
 from passnat.io.hostsetup import Attachment, HostUndo
-from passnat.io.link import Link
+from passnat.io.link import ST_HEAD, ST_RX_BYTES, ST_RX_PACKETS, Link
 from passnat.io.linkdrops import LinkDrop
 from passnat.io.neighbours import ArpTimers
 from passnat.io.offload import (
@@ -89,6 +93,7 @@ _speedups = speedups_module()  # the optional C receive loop (passnat/_speedups.
 _ring_rx = _speedups.ring_rx if _speedups is not None else None
 
 _FRAME = struct.Struct("=IIIHH")  # tpacket2_hdr: status, len, snaplen, mac, net
+_CHUNK = 64  # frames of one link before the next link's turn (_speedups.c CHUNK)
 _STAMP = struct.Struct("=II")  # tpacket2_hdr tp_sec, tp_nsec (at offset 16)
 _U32 = struct.Struct("=I")
 _H = struct.Struct("!H")
@@ -103,7 +108,8 @@ class DaemonOptions:
     state_file: str | None = None
     geometry: RingGeometry = field(default_factory=RingGeometry)
     arp_timers: ArpTimers = field(default_factory=ArpTimers)
-    budget: int = 256  # frames per link per loop turn (links take turns: an ARP reply is read soon)
+    budget: int = 512  # frames per loop turn, all links (they take turns, 64 frames each: an ARP reply is read soon)
+    spin_us: int = 50  # after traffic, the C loop keeps looking for frames this long before poll() sleeps
     host_undo: HostUndo | None = None
     capture: str | None = None  # pcapng of everything the router sends (passnat/io/capture.py)
 
@@ -123,6 +129,8 @@ class Daemon:
         #: ring_rx's view of the same: interface -> (ARP fast map, send socket fd, link state)
         self._egress: dict[str, tuple[dict[str, bytes], int, Any]] = {}
         self.ring_rx: Callable[..., int] | None = _ring_rx
+        self._rx_links: tuple[Any, ...] = ()
+        self._rx_all: tuple[Link, ...] = ()
         self.counters: Counter[str] = Counter()
         self.partial_max = self._partial_max(config)
         self.control: ControlServer | None = None
@@ -192,10 +200,11 @@ class Daemon:
             self.options.host_undo = None
 
     def bind_output(self, link: Link) -> None:
-        """Register ``link``'s send socket and ARP cache as an egress (after ``link.open``)."""
+        """Register ``link``'s ring, send socket and ARP cache (after ``link.open``)."""
         assert link.neigh is not None and link.tx is not None
         self._out[link.name] = (link, link.neigh.fast, link.tx.send)
         self._egress[link.name] = (link.neigh.fast, link.tx.fileno(), link.fast_state)
+        self._bind_rx()
 
     def stop(self) -> None:
         """Clean stop: save sessions (``--state-file``), then ``close``."""
@@ -247,15 +256,11 @@ class Daemon:
     def run(self) -> None:
         """Forward until SIGTERM/SIGINT (``stopping``)."""
         reactor = self.reactor
-        links = list(self.links.values())
         next_housekeeping = 0.0
         timeout: float | None = 0.0
         while not self.stopping:
             reactor.dispatch(reactor.poll(timeout))
-            more = False
-            for link in links:
-                if self._drain(link):
-                    more = True
+            more = self._drain_all()
             now = self.clock()
             deadline = self._timers(now)
             if self.reload_requested:
@@ -264,6 +269,8 @@ class Daemon:
             mono = time.monotonic()
             if mono >= next_housekeeping:
                 next_housekeeping = mono + 1.0
+                for link in self.links.values():
+                    link.fold_fast_state()  # the C loop's counts; send errors logged within a second
                 if self.control is not None:
                     self.control.expire(mono)
             if more:
@@ -304,49 +311,90 @@ class Daemon:
 
     # ================================================================ receive
 
+    def _drain_all(self) -> bool:
+        """Walk every link's ring, the links taking turns (64 frames each), up to the budget; True
+        when frames may still be waiting (the budget ran out)."""
+        return self._walk(self._rx_links, self._rx_all, self.options.spin_us * 1000)
+
     def _drain(self, link: Link) -> bool:
-        """Process the frames the kernel handed over on ``link``'s ring, up to the budget; True
-        when more are waiting (the budget ran out)."""
-        ring = link.ring
-        if ring is None:
+        """Walk ``link``'s ring alone (tests; the loop walks all links with ``_drain_all``)."""
+        entry = next((e for e in self._rx_links if e[0] == link.name), None)
+        if entry is None:
             return False
-        now = self.clock()
+        return self._walk((entry,), (link,), 0)
+
+    def _walk(self, entries: tuple[Any, ...], links: tuple[Link, ...], spin_ns: int) -> bool:
         router = self.router
         budget = self.options.budget
-        head = ring.head
-        ring_rx = self.ring_rx
-        if ring_rx is not None:
+        now = self.clock()
+        before = [lk.fast_state[ST_RX_PACKETS] for lk in links]
+        if self.ring_rx is not None:
             # the C loop: established flows forwarded in C, every other frame through _frame
             fast = self.capture is None and now < router.deadline
-            state = link.fast_state
-            before = state[0]
-            head = ring_rx(ring.mm, head, ring.frame_nr, ring.frame_size, budget, link.name, now, fast,
-                           router.fast_tables, self._egress, link.mtu + 14, self.partial_max, state,
-                           functools.partial(self._frame, link, now))
-            done = state[0] - before
-            for lk in self.links.values():
-                lk.fold_fast_state()
+            done = self.ring_rx(entries, budget, now, fast, router.fast_tables, self._egress,
+                                self.partial_max, spin_ns)
         else:
-            # the same walk in Python (PASSNAT_PURE=1, or no compiler when passnat was installed)
-            mm, size, nr, frame = ring.mm, ring.frame_size, ring.frame_nr, self._frame
-            done = 0
-            while done < budget:
-                off = head * size
-                if not mm[off] & 1:  # TP_STATUS_USER (little-endian low byte)
-                    break
-                link.rx_packets += 1
-                link.rx_bytes += _U32.unpack_from(mm, off + 4)[0]
-                frame(link, now, off)
-                _U32.pack_into(mm, off, 0)  # TP_STATUS_KERNEL: the slot goes back
-                head = (head + 1) % nr
-                done += 1
-        ring.head = head
-        if not done and link.polled:
-            self._resync(link)
-        link.polled = False
-        return bool(ring.mm[head * ring.frame_size] & 1)
+            done = self._walk_python(links, budget, now)
+        for lk, b in zip(links, before):
+            if lk.polled:
+                lk.polled = False
+                if lk.fast_state[ST_RX_PACKETS] == b:
+                    self._resync(lk)
+        if done < budget:
+            return False
+        for lk in links:  # the budget ran out: is a frame still waiting?
+            ring = lk.ring
+            if ring is not None and ring.mm[lk.fast_state[ST_HEAD] * ring.frame_size] & 1:
+                return True
+        return False
 
-    def _frame(self, link: Link, now: float, off: int) -> None:
+    def _walk_python(self, links: tuple[Link, ...], budget: int, now: float) -> int:
+        """``_speedups.ring_rx`` in Python (PASSNAT_PURE=1, or no compiler when passnat was
+        installed): the same turns, every frame through ``_frame``."""
+        total = 0
+        frame = self._frame
+        while total < budget:
+            walked = 0
+            for link in links:
+                ring = link.ring
+                if ring is None:
+                    continue
+                st = link.fast_state
+                mm, size, nr, head = ring.mm, ring.frame_size, ring.frame_nr, st[ST_HEAD]
+                n = 0
+                while n < _CHUNK and total < budget:
+                    off = head * size
+                    if not mm[off] & 1:  # TP_STATUS_USER (little-endian low byte)
+                        break
+                    st[ST_RX_PACKETS] += 1
+                    st[ST_RX_BYTES] += _U32.unpack_from(mm, off + 4)[0]
+                    frame(link, off, now)
+                    _U32.pack_into(mm, off, 0)  # TP_STATUS_KERNEL: the slot goes back
+                    head = (head + 1) % nr
+                    n += 1
+                    total += 1
+                st[ST_HEAD] = head
+                walked += n
+            if not walked:
+                break
+        return total
+
+    def _bind_rx(self) -> None:
+        """The links as ``ring_rx`` takes them (after open and after a reload)."""
+        entries, links = [], []
+        for link in self.links.values():
+            ring = link.ring
+            if ring is None:
+                continue
+            if link.slow_cb is None:
+                link.slow_cb = functools.partial(self._frame, link)
+            entries.append((link.name, ring.mm, ring.frame_nr, ring.frame_size, link.mtu + 14, link.fast_state,
+                            link.slow_cb))
+            links.append(link)
+        self._rx_links = tuple(entries)
+        self._rx_all = tuple(links)
+
+    def _frame(self, link: Link, off: int, now: float) -> None:
         """One frame of ``link``'s ring (slot at ``off``), in Python: IPv4 through the engine and
         out (``_send``), ARP to the neighbour table; VLAN-tagged frames dropped, super-frames
         segmented, partial checksums finished by the kernel on send.  Never raises: an error is
@@ -418,7 +466,7 @@ class Daemon:
         mm, size = ring.mm, ring.frame_size
         ready = [(_STAMP.unpack_from(mm, i * size + 16), i) for i in range(ring.frame_nr) if mm[i * size] & 1]
         if ready:
-            ring.head = min(ready)[1]
+            link.fast_state[ST_HEAD] = min(ready)[1]
             self.counters["ring_resync"] += 1
             if not link.resync_logged:
                 link.resync_logged = True

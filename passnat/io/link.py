@@ -7,9 +7,8 @@ per-interface packet/byte counters ``show counters`` prints.
 
 The daemon's C receive loop (``passnat._speedups.ring_rx``) counts into
 ``fast_state``, an ``array('q')`` it writes without calling Python;
-``fold_fast_state()`` adds those counts to the attributes above (the daemon
-calls it after every walk of a ring, so they are exact whenever Python reads
-them).  Send errors are counted by errno (``tx_error_<ERRNO>``, and the total
+``fold_fast_state()`` adds those counts to the attributes above (``stats()``
+calls it, so what an operator reads is exact, and the daemon every second).  Send errors are counted by errno (``tx_error_<ERRNO>``, and the total
 ``tx_error``); the first of each kind on an interface is logged, then at most
 one line a minute per kind.
 
@@ -34,9 +33,11 @@ from passnat.io.offload import VNET_NONE
 log = logging.getLogger("passnat.io.link")
 
 #: _speedups.c ST_*: rx packets, rx bytes, partial checksums, tx packets, tx bytes, tx errors,
-#: frames forwarded in C, callback errors, then tx errors by errno (ST_ERRNO + errno, < 128)
-ST_RX_PACKETS, ST_RX_BYTES, ST_PARTIAL, ST_TX_PACKETS, ST_TX_BYTES, ST_TX_ERRORS, ST_FAST, ST_CB_ERRORS = range(8)
-ST_ERRNO = 8
+#: frames forwarded in C, callback errors, the ring's head (the next slot to read; not a count),
+#: then tx errors by errno (ST_ERRNO + errno, < 128)
+ST_RX_PACKETS, ST_RX_BYTES, ST_PARTIAL, ST_TX_PACKETS, ST_TX_BYTES, ST_TX_ERRORS, ST_FAST, ST_CB_ERRORS, \
+    ST_HEAD = range(9)
+ST_ERRNO = 9
 FAST_STATE_LEN = ST_ERRNO + 128
 _DEFAULT_GEOMETRY = RingGeometry()
 
@@ -72,6 +73,7 @@ class Link:
         #: what ring_rx counts for this link (ST_*), folded into the attributes by fold_fast_state
         self.fast_state = array("q", bytes(8 * FAST_STATE_LEN))
         self.polled = False  # poll() reported the ring readable since the last walk
+        self.slow_cb: Any = None  # the daemon's slow(offset, now) for this link's frames
         self.resync_logged = False
         self._tx_logged: dict[int, float] = {}
         self.counters: Counter[str] = Counter()
@@ -140,7 +142,7 @@ class Link:
                     if n:
                         self.tx_failed(err, n)
                         st[ST_ERRNO + err] = 0
-            for i in range(ST_ERRNO):
+            for i in range(ST_HEAD):
                 st[i] = 0
 
     def ring_stats(self) -> tuple[int, int, int]:
@@ -153,6 +155,7 @@ class Link:
 
     def stats(self) -> dict[str, Any]:
         """Per-interface figures for ``show counters``."""
+        self.fold_fast_state()
         packets, drops, freezes = self.ring_stats()
         return {"linux": self.linux, "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes, "ring_packets": packets,

@@ -40,7 +40,7 @@ from scapy.layers.inet import IPOption_EOL, IPOption_NOP
 from passnat.io import daemon as daemon_module
 from passnat.io.afpacket import TP_STATUS_CSUMNOTREADY
 from passnat.io.daemon import Daemon
-from passnat.io.link import FAST_STATE_LEN, ST_FAST, ST_RX_PACKETS, ST_TX_BYTES, ST_TX_PACKETS
+from passnat.io.link import FAST_STATE_LEN, ST_FAST, ST_HEAD, ST_RX_PACKETS, ST_TX_BYTES, ST_TX_PACKETS
 from passnat.io.offload import GSO_TCPV4, GSO_UDP_L4
 from tests.io.fakes import (
     CONFIG,
@@ -305,10 +305,14 @@ def test_random_traffic_same_through_both_paths(scenario: list[dict[str, Any]]) 
 # ---------------------------------------------------------------- the C function alone
 
 
-def _call_args(d: Daemon, fake: FakeRing, state: Any, **over: Any) -> list[Any]:
-    args = {"ring": fake.mm, "head": fake.head, "frame_nr": fake.frame_nr, "frame_size": fake.frame_size,
-            "budget": 256, "interface": "lan0", "now": 1.0, "fast": True, "tables": d.router.fast_tables,
-            "egress": d._egress, "plain": 1514, "partial_max": 1500, "state": state, "slow": _Slow()}
+def _call_args(d: Daemon, fake: FakeRing, state: Any, slow: Any = None, head: int = 0, **over: Any) -> list[Any]:
+    if len(state) > ST_HEAD:
+        state[ST_HEAD] = head
+    link = ("lan0", fake.mm, fake.frame_nr, fake.frame_size, 1514, state, slow or _Slow())
+    link = tuple(over.pop(k) if k in over else v for k, v in zip(
+        ("interface", "ring", "frame_nr", "frame_size", "plain", "state", "slow"), link))
+    args = {"links": (link,), "budget": 256, "now": 1.0, "fast": True, "tables": d.router.fast_tables,
+            "egress": d._egress, "partial_max": 1500, "spin_ns": 0}
     args.update(over)
     return list(args.values())
 
@@ -319,7 +323,7 @@ class _Slow:
     def __init__(self) -> None:
         self.offsets: list[int] = []
 
-    def __call__(self, off: int) -> None:
+    def __call__(self, off: int, now: float) -> None:
         self.offsets.append(off)
 
 
@@ -345,11 +349,13 @@ def test_bad_arguments_are_refused_before_any_slot_is_touched(tmp_path: Path) ->
     before = bytes(ring.mm)
     state = _state()
     with pytest.raises(TypeError):
-        rx(*_call_args(d, ring, state)[:13])
+        rx(*_call_args(d, ring, state)[:7])
     with pytest.raises(TypeError):
         rx(*_call_args(d, ring, state, tables=[]))
     with pytest.raises(TypeError):
-        rx(*_call_args(d, ring, state, slow=None))
+        rx(*_call_args(d, ring, state, slow=1))
+    with pytest.raises(TypeError):
+        rx(*_call_args(d, ring, state, links=[]))
     with pytest.raises(BufferError):
         rx(*_call_args(d, ring, state, ring=b"read-only"))
     for bad in ({"frame_nr": ring.frame_nr + 1}, {"head": ring.frame_nr}, {"head": -1}, {"frame_size": 2050},
@@ -359,9 +365,27 @@ def test_bad_arguments_are_refused_before_any_slot_is_touched(tmp_path: Path) ->
     for bad_state in (array.array("i", bytes(8 * FAST_STATE_LEN)), array.array("q", bytes(64))):
         with pytest.raises(ValueError):
             rx(*_call_args(d, ring, bad_state))
+    state[ST_HEAD] = 0
     assert bytes(ring.mm) == before and not any(state)
     assert rx(*_call_args(d, ring, state)) == 1  # the same call with good arguments forwards it
-    assert state[ST_FAST] == 1 and state[ST_RX_PACKETS] == 1 and ring.mm[0] == 0  # the slot went back
+    assert state[ST_FAST] == 1 and state[ST_RX_PACKETS] == 1 and state[ST_HEAD] == 1
+    assert ring.mm[0] == 0  # the slot went back
+
+
+def test_the_links_take_turns_and_the_budget_holds(tmp_path: Path) -> None:
+    """Two rings in one call: 64 frames of one, then 64 of the other; the budget is the total."""
+    d, rings, _ = _established(tmp_path)
+    a, b = FakeRing(frames=256), FakeRing(frames=256)
+    a.put([build(Spec("out", 1, flags="S", ttl=1))] * 100)  # slow: the callback sees the order
+    b.put([build(Spec("out", 1, flags="S", ttl=1))] * 100)
+    seen: list[str] = []
+    la = ("lan0", a.mm, a.frame_nr, a.frame_size, 1514, _state(), lambda off, now: seen.append("a"))
+    lb = ("lan0", b.mm, b.frame_nr, b.frame_size, 1514, _state(), lambda off, now: seen.append("b"))
+    n = daemon_module._ring_rx((la, lb), 150, 1.0, True, d.router.fast_tables, d._egress, 1500, 0)
+    assert n == 150 and seen == ["a"] * 64 + ["b"] * 64 + ["a"] * 22
+    assert (la[5][ST_HEAD], lb[5][ST_HEAD]) == (86, 64)
+    n = daemon_module._ring_rx((la, lb), 1000, 1.0, True, d.router.fast_tables, d._egress, 1500, 2_000_000)
+    assert n == 50 and (la[5][ST_HEAD], lb[5][ST_HEAD]) == (100, 100)  # then nothing more, spin or not
 
 
 @pytest.mark.parametrize("entry", [
@@ -397,13 +421,13 @@ def test_hostile_ring_contents_never_crash(data: bytes, head: int, budget: int, 
         before = bytes(ring.mm)
         slow = _Slow()
         state = _state()
-        new = daemon_module._ring_rx(*_call_args(d, ring, state, head=head, budget=budget, slow=slow))
+        done = daemon_module._ring_rx(*_call_args(d, ring, state, slow=slow, head=head, budget=budget))
         walked = []
         i = head
         while len(walked) < budget and i in ready and i not in walked:
             walked.append(i)
             i = (i + 1) % ring.frame_nr
-        assert new == i and state[ST_RX_PACKETS] == len(walked)
+        assert done == len(walked) and state[ST_HEAD] == i and state[ST_RX_PACKETS] == len(walked)
         assert slow.offsets == [j * 2048 for j in walked][:len(slow.offsets)]
         for j in range(ring.frame_nr):
             if j not in walked:
@@ -449,6 +473,7 @@ def test_a_long_run_leaks_neither_references_nor_memory(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert [sys.getrefcount(o) for o in watched] == refs
+    lan0.fold_fast_state()
     assert lan0.rx_fast >= 1000 * 25
     assert end - start < 64 * 1024, end - start  # Python objects: the Counter/ints settle, nothing grows
     assert rss1 - rss0 < 4 << 20, rss1 - rss0
