@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from passnat.nat.drops import EXPLAIN, Drop
+from passnat.packet.ipv4 import proto_name
 
 if TYPE_CHECKING:
     from passnat.nat.router import Router
@@ -44,10 +45,13 @@ def samples(router: Router) -> list[tuple[str, str, str, list[Sample]]]:
     drops = [("passnat_drops_total", {"reason": d.value}, float(counters.get(d.value, 0))) for d in Drop]
     events = [("passnat_events_total", {"event": k}, float(v)) for k, v in sorted(counters.items())
               if k not in drop_names and k not in ("sessions", "sessions_created")]
-    by_kind: Counter[tuple[str, str]] = Counter()
-    for s in router.sessions():
-        by_kind[(str(s["protocol"]), str(s["type"]))] += 1
-    sessions = [("passnat_sessions", {"protocol": p, "type": t}, float(n)) for (p, t), n in sorted(by_kind.items())]
+    # one pass over the table counting (protocol, type): no session record is built
+    by_kind: Counter[tuple[int, str]] = Counter((s.proto, s.kind) for s in router.table.all())
+    dynamic = len(router.static.bindings()) if router.static is not None else 0
+    if dynamic:
+        by_kind[(0, "dynamic")] = dynamic
+    sessions = [("passnat_sessions", {"protocol": "any" if p == 0 else proto_name(p), "type": t}, float(n))
+                for (p, t), n in sorted(by_kind.items())]
     return [
         ("passnat_drops_total", "counter", "Packets dropped, by reason (see passnat show counters).", drops),
         ("passnat_events_total", "counter", "Other engine events (translations, holds, learned SPIs, ...).", events),
