@@ -41,6 +41,13 @@ class History:
     def add(self, sample: Sample) -> None:
         self.samples.append(sample)
 
+    def with_sample(self, sample: Sample) -> History:
+        """A copy with ``sample`` (the live state when a page is drawn) appended; this one is unchanged."""
+        h = History(self.interval, self.samples.maxlen or 360)
+        h.samples.extend(self.samples)
+        h.samples.append(sample)
+        return h
+
     def series(self) -> list[Sample]:
         return list(self.samples)
 

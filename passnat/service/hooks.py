@@ -118,6 +118,10 @@ class Service:
                 "esp_mode": r.config.nat.esp_mode.value}
 
     def _sample(self, mono: float) -> None:
+        self.history.add(self.current())
+
+    def current(self) -> Sample:
+        """The state now, as a history sample (the last point of the page's charts)."""
         d = self.daemon
         rx = tx = 0
         drops: dict[str, int] = {}
@@ -135,7 +139,7 @@ class Service:
                 drops[k] = v
         if d.counters.get("internal_error"):
             drops["internal_error"] = d.counters["internal_error"]
-        self.history.add(Sample(time.time(), len(d.router.table), rx, tx, drops))
+        return Sample(time.time(), len(d.router.table), rx, tx, drops)
 
     def uptime(self) -> float:
         return time.monotonic() - self.daemon.started
@@ -160,7 +164,7 @@ class Service:
             data_plane_reason=speedups.reason(), sessions=len(d.router.table),
             maximum=d.router.config.nat.session.maximum, interfaces=counters["interfaces"], counters=counters,
             vpn=views.vpn(d.router, now, limit=page.ROW_LIMIT), doctor=views.doctor(d.router, now),
-            history=self.history, reload=self.last_reload)
+            history=self.history.with_sample(self.current()), reload=self.last_reload)
         return Response(200, "text/html; charset=utf-8", page.render(data).encode())
 
 

@@ -152,7 +152,7 @@ def _line_chart(ident: str, title: str, series: Sequence[tuple[str, str, list[tu
 def _bar_chart(ident: str, title: str, values: dict[str, int], w: int = 420) -> str:
     rows = list(values.items())[:12]
     bar_h, top, label_w = 16, 22, 190
-    h = top + max(1, len(rows)) * (bar_h + 4) + 6
+    h = max(170, top + max(1, len(rows)) * (bar_h + 4) + 6)  # as tall as the line charts at least
     out = [f'<div class="chart"><svg id="{ident}" role="img" aria-label="{escape(title)}" width="{w}" height="{h}" '
            f'viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">',
            f'<text x="4" y="14" font-size="12" font-weight="bold">{escape(title)}</text>']
@@ -211,8 +211,9 @@ def _vpn(v: dict[str, Any]) -> str:
     out = ["<h2>VPN passthrough</h2>", "<h3>ESP (IPsec without NAT-T), per server</h3>"]
     counts = v.get("counts", {})
     if not v["esp"]:
-        out.append('<p class="muted" id="esp-none">No ESP sessions.</p>')
-    out.append('<table id="esp"><tr><th>interface</th><th>server</th><th>inside host</th><th>session</th><th>state</th>'
+        out.append('<p class="muted" id="esp">No ESP sessions.</p>')
+    else:
+        out.append('<table id="esp"><tr><th>interface</th><th>server</th><th>inside host</th><th>session</th><th>state</th>'
                "<th>outbound SPIs</th><th>inbound SPIs</th><th>pairs (out / in)</th><th>idle left</th></tr>")
     for g in v["esp"]:
         first = True
@@ -226,12 +227,14 @@ def _vpn(v: dict[str, Any]) -> str:
                        f'<td class="state-{escape(h["state"].split(" ")[0])}">{escape(h["state"])}</td>'
                        f"<td>{_codes(h['out_spis'])}</td><td>{_codes(h['in_spis'])}</td><td>{pairs}</td>"
                        f'<td class="n">{escape(_duration(h["remaining"]))}</td></tr>')
-    out.append("</table>" + _more(counts.get("esp_sessions", 0), sum(len(g["hosts"]) for g in v["esp"])))
+    if v["esp"]:
+        out.append("</table>" + _more(counts.get("esp_sessions", 0), sum(len(g["hosts"]) for g in v["esp"])))
 
     out.append("<h3>PPTP control connections and their calls</h3>")
     if not v["pptp"]:
-        out.append('<p class="muted">No PPTP control connections.</p>')
-    out.append('<table id="pptp"><tr><th>session</th><th>inside</th><th>global</th><th>remote</th><th>role</th>'
+        out.append('<p class="muted" id="pptp">No PPTP control connections.</p>')
+    else:
+        out.append('<table id="pptp"><tr><th>session</th><th>inside</th><th>global</th><th>remote</th><th>role</th>'
                "<th>TCP</th><th>calls: Call ID inside = global &harr; peer (state, GRE session)</th></tr>")
     for c in v["pptp"]:
         calls = "<br>".join(
@@ -243,12 +246,14 @@ def _vpn(v: dict[str, Any]) -> str:
                    f"<td>{escape(_hp(c['outside'], c['outside_port']))}</td>"
                    f"<td>{escape(_hp(c['remote'], c['remote_port']))}</td><td>{escape(c['role'])}</td>"
                    f'<td class="state-{escape(str(c["state"]))}">{escape(str(c["state"]))}</td><td>{calls}</td></tr>')
-    out.append("</table>" + _more(counts.get("pptp_controls", 0), len(v["pptp"])))
+    if v["pptp"]:
+        out.append("</table>" + _more(counts.get("pptp_controls", 0), len(v["pptp"])))
 
     out.append("<h3>IKE and NAT-T (UDP 500/4500)</h3>")
     if not v["ike"]:
-        out.append('<p class="muted">No IKE or NAT-T sessions.</p>')
-    out.append('<table id="ike"><tr><th>session</th><th>type</th><th>inside</th><th>global</th><th>remote</th>'
+        out.append('<p class="muted" id="ike">No IKE or NAT-T sessions.</p>')
+    else:
+        out.append('<table id="ike"><tr><th>session</th><th>type</th><th>inside</th><th>global</th><th>remote</th>'
                "<th>kind</th><th>idle left</th></tr>")
     for s in v["ike"]:
         out.append(f'<tr class="ike-session" data-host="{escape(s["inside"])}"><td class="n">{s["session"]}</td>'
@@ -257,7 +262,8 @@ def _vpn(v: dict[str, Any]) -> str:
                    f"<td>{escape(_hp(s['remote'], s['remote_port']))}</td>"
                    f"<td>{'NAT-T' if s['nat_t'] else 'IKE'}</td>"
                    f'<td class="n">{escape(_duration(s["remaining"]))}</td></tr>')
-    out.append("</table>" + _more(counts.get("ike_sessions", 0), len(v["ike"])))
+    if v["ike"]:
+        out.append("</table>" + _more(counts.get("ike_sessions", 0), len(v["ike"])))
     return "".join(out)
 
 
