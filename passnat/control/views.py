@@ -58,6 +58,7 @@ def metrics(router: Router, links: Iterable[LinkView], daemon: Mapping[str, int]
     packets, bytes and drops, link-layer drops, the data plane and build info (docs/operations.md)."""
     from passnat.nat import metrics as engine_metrics
 
+    sessions = router.table.all()  # one walk over the table per scrape, shared below
     packets, octets, ring, if_drops = [], [], [], []
     link_totals: dict[str, int] = {}
     link_reasons = {d.value for d in LinkDrop}
@@ -90,10 +91,10 @@ def metrics(router: Router, links: Iterable[LinkView], daemon: Mapping[str, int]
         ("passnat_daemon_events_total", "counter", "Daemon events (ARP, link layer, reloads).",
          [("passnat_daemon_events_total", {"event": k}, float(v)) for k, v in sorted(daemon.items())
           if k not in link_reasons]),
-        *vpn_metrics(vpn(router, router_now(router, now))),
+        *vpn_metrics(vpn(router, router_now(router, now), sessions=sessions)),
         *build_metrics(uptime),
     ]
-    return engine_metrics.render(router, extra)
+    return engine_metrics.render(router, extra, sessions=sessions)
 
 
 def router_now(router: Router, now: float | None) -> float:
@@ -127,7 +128,7 @@ def build_metrics(uptime: float | None) -> list[tuple[str, str, str, list[tuple[
 IKE_PORTS = frozenset((500, 4500))
 
 
-def vpn(router: Router, now: float, limit: int | None = None) -> dict[str, Any]:
+def vpn(router: Router, now: float, limit: int | None = None, sessions: Iterable[Any] | None = None) -> dict[str, Any]:
     """What an operator asks about VPNs, built only from the VPN sessions (never a record per
     session of the whole table):
 
@@ -141,13 +142,13 @@ def vpn(router: Router, now: float, limit: int | None = None) -> dict[str, Any]:
     pptp: list[dict[str, Any]] = []
     ike: list[dict[str, Any]] = []
     n_esp = n_pptp = n_ike = 0
-    for s in router.table.all():
+    for s in router.table.all() if sessions is None else sessions:
         proto = s.proto
         if proto == 50:
             n_esp += 1
             if limit is None or n_esp <= limit:
-                r = router.session_record(s, now)
-                esp.setdefault((r["interface"], r["remote"]), []).append(r)
+                rec: dict[str, Any] = router.session_record(s, now)
+                esp.setdefault((rec["interface"], rec["remote"]), []).append(rec)
         elif proto == 6 and s.handler == "pptp":
             n_pptp += 1
             if limit is None or n_pptp <= limit:
@@ -160,19 +161,19 @@ def vpn(router: Router, now: float, limit: int | None = None) -> dict[str, Any]:
     for (itf, server), recs in sorted(esp.items(), key=lambda kv: (kv[0][0], _ip_key(kv[0][1]))):
         hosts = []
         for r in sorted(recs, key=lambda r: (_ip_key(r["inside"]), r["id"])):
-            e = r.get("esp") or {}
+            esp_info = r.get("esp") or {}
             hosts.append({"host": r["inside"], "session": r["id"], "type": r["type"], "outside": r["outside"],
-                          "state": e.get("state", ""), "mode": e.get("mode", ""),
-                          "out_spis": list(e.get("out_spis", [])), "in_spis": list(e.get("in_spis", [])),
-                          "pairs": [list(p) for p in e.get("pairs", [])], "remaining": round(r["remaining"], 1)})
+                          "state": esp_info.get("state", ""), "mode": esp_info.get("mode", ""),
+                          "out_spis": list(esp_info.get("out_spis", [])), "in_spis": list(esp_info.get("in_spis", [])),
+                          "pairs": [list(p) for p in esp_info.get("pairs", [])], "remaining": round(r["remaining"], 1)})
         groups.append({"interface": itf, "server": server, "hosts": hosts})
     controls = []
     for r in sorted(pptp, key=lambda r: r["id"]):
-        p = r.get("pptp") or {}
+        info = r.get("pptp") or {}
         controls.append({"session": r["id"], "interface": r["interface"], "inside": r["inside"],
                          "inside_port": r["inside_port"], "outside": r["outside"], "outside_port": r["outside_port"],
-                         "remote": r["remote"], "remote_port": r["remote_port"], "role": p.get("role", ""),
-                         "state": r.get("state", ""), "calls": list(p.get("calls", [])),
+                         "remote": r["remote"], "remote_port": r["remote_port"], "role": info.get("role", ""),
+                         "state": r.get("state", ""), "calls": list(info.get("calls", [])),
                          "remaining": round(r["remaining"], 1)})
     ikes = [{"session": r["id"], "interface": r["interface"], "type": r["type"], "inside": r["inside"],
              "inside_port": r["inside_port"], "outside": r["outside"], "outside_port": r["outside_port"],

@@ -23,6 +23,7 @@ from passnat.packet.ipv4 import proto_name
 
 if TYPE_CHECKING:
     from passnat.nat.router import Router
+    from passnat.nat.session import Session
 
 Sample = tuple[str, dict[str, str], float]  # (metric name, labels, value)
 
@@ -38,15 +39,16 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def samples(router: Router) -> list[tuple[str, str, str, list[Sample]]]:
-    """(name, type, help, samples) families for the router's own metrics."""
+def samples(router: Router, sessions: Iterable[Session] | None = None) -> list[tuple[str, str, str, list[Sample]]]:
+    """(name, type, help, samples) families for the router's own metrics (``sessions``: the table's
+    sessions when the caller already has them, so a scrape walks the table once)."""
     counters = router.counters()
     drop_names = {d.value for d in Drop}
     drops = [("passnat_drops_total", {"reason": d.value}, float(counters.get(d.value, 0))) for d in Drop]
     events = [("passnat_events_total", {"event": k}, float(v)) for k, v in sorted(counters.items())
               if k not in drop_names and k not in ("sessions", "sessions_created")]
     # one pass over the table counting (protocol, type): no session record is built
-    by_kind: Counter[tuple[int, str]] = Counter((s.proto, s.kind) for s in router.table.all())
+    by_kind: Counter[tuple[int, str]] = Counter((s.proto, s.kind) for s in (router.table.all() if sessions is None else sessions))
     dynamic = len(router.static.bindings()) if router.static is not None else 0
     if dynamic:
         by_kind[(0, "dynamic")] = dynamic
@@ -63,10 +65,11 @@ def samples(router: Router) -> list[tuple[str, str, str, list[Sample]]]:
     ]
 
 
-def render(router: Router, extra: Iterable[tuple[str, str, str, list[Sample]]] = ()) -> str:
+def render(router: Router, extra: Iterable[tuple[str, str, str, list[Sample]]] = (),
+           sessions: Iterable[Session] | None = None) -> str:
     """Prometheus text exposition of the router's metrics plus ``extra`` families."""
     lines: list[str] = []
-    for name, kind, help_text, family in list(samples(router)) + list(extra):
+    for name, kind, help_text, family in list(samples(router, sessions)) + list(extra):
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
         for metric, labels, value in family:

@@ -13,9 +13,9 @@ import importlib.util
 
 #: top-level module -> (what needs it, how to install it)
 PACKAGES: dict[str, tuple[str, str]] = {
-    "pyroute2": ("passnat run (netlink: interfaces, addresses, qdiscs)", "pip install pyroute2"),
-    "scapy": ("pcapng files (passnat replay, passnat run --capture) and the lab", "pip install scapy"),
-    "cryptography": ("the lab's ESP peers (passnat lab)", "pip install 'passnat[lab]'"),
+    "pyroute2": ("passnat run: netlink for interfaces, addresses, qdiscs", "pip install pyroute2"),
+    "scapy": ("pcapng files: passnat replay, passnat run --capture, the lab", "pip install scapy"),
+    "cryptography": ("passnat lab: its ESP peers", "pip install 'passnat[lab]'"),
     "pytest": ("the tests", "pip install 'passnat[test]'"),
     "hypothesis": ("the tests", "pip install 'passnat[test]'"),
     "prometheus_client": ("the tests", "pip install 'passnat[test]'"),
@@ -28,7 +28,7 @@ def missing_message(e: ModuleNotFoundError) -> str | None:
     if not name or name == "passnat":
         return None
     what, how = PACKAGES.get(name, ("passnat", f"pip install {name}"))
-    return f"passnat: the Python package {name} is not installed ({what} needs it): {how}"
+    return f"passnat: the Python package {name} is not installed (needed by {what}); install it: {how}"
 
 
 def require(*modules: str) -> None:

@@ -27,6 +27,7 @@ import re
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TextIO
 
 TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -82,14 +83,14 @@ class RateLimit(logging.Filter):
     """Per-template and global token buckets (see the module docstring)."""
 
     def __init__(self, burst: int = 10, interval: float = 30.0, global_burst: int = 200,
-                 global_rate: float = 20.0, max_groups: int = 1024, clock: object = None):
+                 global_rate: float = 20.0, max_groups: int = 1024, clock: Callable[[], float] | None = None):
         super().__init__()
         self.burst = burst
         self.interval = interval
         self.global_burst = global_burst
         self.global_rate = global_rate
         self.max_groups = max_groups
-        self.clock = clock if callable(clock) else time.monotonic
+        self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self.armed = False
         self.groups: OrderedDict[tuple[str, int, str], _Bucket] = OrderedDict()
         self._global = _Bucket(float(global_burst), 0.0)
@@ -101,7 +102,7 @@ class RateLimit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.armed:
             return True
-        now: float = self.clock()  # type: ignore[operator]
+        now = self.clock()
         template = record.msg if isinstance(record.msg, str) else str(record.msg)
         key = (record.name, record.levelno, _MASK.sub("#", template))
         b = self.groups.get(key)
