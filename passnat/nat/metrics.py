@@ -52,12 +52,12 @@ def samples(router: Router, sessions: Iterable[Session] | None = None) -> list[t
     dynamic = len(router.static.bindings()) if router.static is not None else 0
     if dynamic:
         by_kind[(0, "dynamic")] = dynamic
-    sessions = [("passnat_sessions", {"protocol": "any" if p == 0 else proto_name(p), "type": t}, float(n))
-                for (p, t), n in sorted(by_kind.items())]
+    live = [("passnat_sessions", {"protocol": "any" if p == 0 else proto_name(p), "type": t}, float(n))
+            for (p, t), n in sorted(by_kind.items())]
     return [
         ("passnat_drops_total", "counter", "Packets dropped, by reason (see passnat show counters).", drops),
         ("passnat_events_total", "counter", "Other engine events (translations, holds, learned SPIs, ...).", events),
-        ("passnat_sessions", "gauge", "Live NAT sessions by protocol and type.", sessions),
+        ("passnat_sessions", "gauge", "Live NAT sessions by protocol and type.", live),
         ("passnat_sessions_created_total", "counter", "NAT sessions ever created.",
          [("passnat_sessions_created_total", {}, float(counters.get("sessions_created", 0)))]),
         ("passnat_session_maximum", "gauge", "The configured session maximum (nat session maximum).",
