@@ -138,7 +138,7 @@ class Service:
             if v and k in _ENGINE_DROPS:
                 drops[k] = v
         if d.counters.get("internal_error"):
-            drops["internal_error"] = d.counters["internal_error"]
+            drops["internal_error"] = drops.get("internal_error", 0) + d.counters["internal_error"]
         return Sample(time.time(), len(d.router.table), rx, tx, drops)
 
     def uptime(self) -> float:

@@ -105,9 +105,14 @@ def test_records_through_a_handler() -> None:
     lg = logging.getLogger("passnat.test.ratelimit")
     lg.addHandler(h)
     lg.propagate = False
+    lg.setLevel(logging.INFO)  # whatever other tests did to the root logger's level
+    disabled = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
     try:
         for i in range(50):
             lg.warning("another host (%s) announces %s", f"00:11:22:33:44:{i:02x}", "192.168.0.1")
     finally:
+        logging.disable(disabled)
+        lg.setLevel(logging.NOTSET)
         lg.removeHandler(h)
     assert len(stream.getvalue().splitlines()) == 2
