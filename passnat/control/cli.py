@@ -27,8 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("passnat.lab.cli").lab.cli.register(sub)  # passnat lab ... (docs/lab.md)
 
     from passnat.control.commands import add_parsers
+    from passnat.service.unit import register as register_service
 
     add_parsers(sub)
+    register_service(sub)  # passnat service unit|install (docs/operations.md)
     return p
 
 
@@ -36,7 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    try:
+        return func(args)
+    except ModuleNotFoundError as e:  # a package passnat needs is missing: one line, no traceback
+        from passnat.service.deps import missing_message
+
+        line = missing_message(e)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
   passnat run --config FILE [--interface NAME=LINUX ...] [--control PATH]
               [--log-level LEVEL] [--state-file PATH] [--prepare] [--capture FILE.pcapng]
+              [--http ADDRESS:PORT]
   passnat show status nat|filter [--json] [--control PATH]
   passnat show counters|config|arp|metrics [--json] [--control PATH]
   passnat doctor [--json] [--control PATH]
@@ -85,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     return run(RunRequest(config_path=args.config, control_path=args.control, mappings=args.interface,
                           state_file=args.state_file, prepare=args.prepare, log_level=args.log_level,
-                          capture=args.capture))
+                          capture=args.capture, http=args.http))
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -109,6 +110,9 @@ def add_parsers(sub: Any) -> None:
                    help="keep NAT sessions across restarts: load at start, save at a clean stop")
     r.add_argument("--capture", metavar="FILE.pcapng",
                    help="write every packet the router sends to this pcapng file (a diagnostic; it grows)")
+    r.add_argument("--http", metavar="ADDRESS:PORT",
+                   help="serve the status page (/) and Prometheus metrics (/metrics) over HTTP on this "
+                        "address, e.g. 127.0.0.1:9469 (default: off)")
     r.add_argument("--prepare", action="store_true",
                    help="make the host setup first (link up, forwarding off, arp_ignore=8, nftables "
                         "handoff table when the interfaces have kernel addresses, netdev ingress drop "

@@ -85,6 +85,7 @@ from passnat.io.reactor import POLLIN, Reactor
 from passnat.nat.actions import Output
 from passnat.nat.router import Router
 from passnat.packet import icmp
+from passnat.service.hooks import Service
 from passnat.speedups import module as speedups_module
 
 log = logging.getLogger("passnat.daemon")
@@ -112,6 +113,7 @@ class DaemonOptions:
     spin_us: int = 50  # after traffic, the C loop keeps looking for frames this long before poll() sleeps
     host_undo: HostUndo | None = None
     capture: str | None = None  # pcapng of everything the router sends (passnat/io/capture.py)
+    http: str | None = None  # ADDRESS:PORT of the status page and /metrics (passnat/io/http.py)
 
 
 class Daemon:
@@ -143,6 +145,7 @@ class Daemon:
         self._icmp_tokens = _ICMP_RATE
         self._icmp_last = 0.0
         self._error_logged = 0.0
+        self.service = Service(self, options.http)  # systemd, HTTP, history (passnat/service)
 
     # ================================================================ lifecycle
 
@@ -163,6 +166,7 @@ class Daemon:
                 log.info("capturing every packet sent to %s", self.options.capture)
             self._install_signals()
             self.control = ControlServer(self.options.control_path, self.reactor, self.dispatch)
+            self.service.start()
         except BaseException:
             self.close()
             raise
@@ -179,10 +183,12 @@ class Daemon:
         gc.freeze()
         log.info("passnat running: %s; control socket %s",
                  ", ".join(f"{lk.name}={lk.linux}" for lk in self.links.values()), self.options.control_path)
+        self.service.ready()
 
     def close(self) -> None:
         """Release everything (idempotent): control socket, links (offloads restored),
         signal handlers, the host setup made by --prepare."""
+        self.service.close()
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -208,6 +214,7 @@ class Daemon:
 
     def stop(self) -> None:
         """Clean stop: save sessions (``--state-file``), then ``close``."""
+        self.service.stopping()
         if self.options.state_file:
             statefile.save(self.options.state_file, self.router, self.clock)
         self.close()
@@ -265,7 +272,8 @@ class Daemon:
             deadline = self._timers(now)
             if self.reload_requested:
                 self.reload_requested = False
-                self.reload()
+                self.service.reloading()
+                self.service.reloaded(self.reload())
             mono = time.monotonic()
             if mono >= next_housekeeping:
                 next_housekeeping = mono + 1.0
@@ -273,6 +281,7 @@ class Daemon:
                     link.fold_fast_state()  # the C loop's counts; send errors logged within a second
                 if self.control is not None:
                     self.control.expire(mono)
+                self.service.housekeeping(mono)
             if more:
                 timeout = 0.0
             else:
@@ -658,11 +667,9 @@ class Daemon:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
             new = parse_config(text, path)
-        except ConfigError as e:
-            for problem in e.errors:
-                log.error("%s", problem)
-            log.error("configuration NOT reloaded: %d error(s) in %s; the previous configuration keeps running",
-                      len(e.errors), path)
+        except ConfigError as e:  # one line: every error, then what happens
+            log.error("configuration NOT reloaded: %d error(s) in %s: %s; the previous configuration keeps running",
+                      len(e.errors), path, "; ".join(str(p) for p in e.errors))
             return False
         except (OSError, UnicodeDecodeError) as e:
             log.error("configuration NOT reloaded: cannot read %s (%s); the previous configuration keeps running",

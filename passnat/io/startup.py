@@ -11,7 +11,10 @@ is undone):
   5. the host setup (hostsetup.check): interfaces exist, are Ethernet, up,
      MTU large enough, no kernel forwarding, kernel addresses handed off;
   6. the control socket is free (no other daemon answering on it);
-  7. opening the links (AF_PACKET, ring) succeeds.
+  7. opening the links (AF_PACKET, ring) succeeds, and the ``--http`` endpoint listens.
+
+``--http ADDRESS:PORT`` is checked for its form first (with the configuration).
+Under systemd (``Type=notify``) READY=1 is sent once all of this succeeded.
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 refused to start,
 3 stopped by an unexpected error (logged).
@@ -34,8 +37,6 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_FAILED = 3
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
 
 @dataclass(slots=True)
 class RunRequest:
@@ -46,14 +47,15 @@ class RunRequest:
     prepare: bool = False
     log_level: str = "info"
     capture: str | None = None
+    http: str | None = None  # ADDRESS:PORT for the status page and /metrics
 
 
 def setup_logging(level: str) -> None:
-    """Plain lines with a timestamp and a level to stderr (``--log-level``)."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=LOG_FORMAT,
-                        stream=sys.stderr, force=True)
-    for noisy in ("pyroute2", "asyncio", "scapy"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Log lines to stderr (``--log-level``): with a timestamp on a terminal, with a journald
+    priority prefix and no timestamp under journald; rate limits (passnat/service/logs.py)."""
+    from passnat.service import logs
+
+    logs.setup(level, sys.stderr)
 
 
 def _refuse(problems: list[str]) -> int:
@@ -117,6 +119,13 @@ def run(req: RunRequest) -> int:
     for w in config.warnings:
         log.warning("%s", w)
     atts, problems = attachments(config, req.mappings)
+    if req.http:
+        from passnat.io.http import parse_bind
+
+        try:
+            parse_bind(req.http)
+        except ValueError as e:
+            problems.append(str(e))
     if problems:
         return _refuse(problems)
     undo = None
@@ -132,6 +141,7 @@ def run(req: RunRequest) -> int:
         return _refuse(problems + ["host setup: see docs/daemon.md (\"Host setup\"), or use --prepare"])
     from passnat.control.server import daemon_answers
     from passnat.io.daemon import Daemon, DaemonOptions
+    from passnat.io.http import HttpError
 
     if daemon_answers(req.control_path):
         if undo is not None:
@@ -139,10 +149,10 @@ def run(req: RunRequest) -> int:
         return _refuse([f"another passnat daemon answers on {req.control_path}"])
     daemon = Daemon(config, DaemonOptions(config_path=req.config_path, attachments=atts,
                                           control_path=req.control_path, state_file=req.state_file,
-                                          host_undo=undo, capture=req.capture))
+                                          host_undo=undo, capture=req.capture, http=req.http))
     try:
         daemon.start()
-    except ControlError as e:
+    except (ControlError, HttpError) as e:
         return _refuse([str(e)])
     except OSError as e:
         return _refuse([f"cannot attach to the interfaces: {e.strerror or e}"])

@@ -24,6 +24,9 @@ from passnat.lab.proc import LabError
 
 
 def _need_root() -> None:
+    from passnat.service.deps import require
+
+    require("scapy", "cryptography")  # the peers (passnat/lab/peers): one line from passnat's main if missing
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, veths, nftables)")
 

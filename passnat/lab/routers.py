@@ -69,6 +69,8 @@ class PassnatRouter:
         self.proc: Proc | None = None
         self.variant: Variant | None = None
         self._prepared = False
+        #: further ``passnat run`` options (e.g. ``--http 127.0.0.1:9469`` for the status page test)
+        self.extra_args: list[str] = []
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -83,7 +85,7 @@ class PassnatRouter:
         return passnat_argv("run", "--config", str(self.config_path),
                             "--interface", f"{CONFIG_LAN_IF}={ROUTER_LAN_IF}",
                             "--interface", f"{CONFIG_WAN_IF}={ROUTER_WAN_IF}",
-                            "--control", str(self.control), "--log-level", self.log_level)
+                            "--control", str(self.control), "--log-level", self.log_level, *self.extra_args)
 
     def apply(self, variant: Variant) -> None:
         self.stop()

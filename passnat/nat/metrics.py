@@ -19,9 +19,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from passnat.nat.drops import EXPLAIN, Drop
+from passnat.packet.ipv4 import proto_name
 
 if TYPE_CHECKING:
     from passnat.nat.router import Router
+    from passnat.nat.session import Session
 
 Sample = tuple[str, dict[str, str], float]  # (metric name, labels, value)
 
@@ -37,21 +39,25 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def samples(router: Router) -> list[tuple[str, str, str, list[Sample]]]:
-    """(name, type, help, samples) families for the router's own metrics."""
+def samples(router: Router, sessions: Iterable[Session] | None = None) -> list[tuple[str, str, str, list[Sample]]]:
+    """(name, type, help, samples) families for the router's own metrics (``sessions``: the table's
+    sessions when the caller already has them, so a scrape walks the table once)."""
     counters = router.counters()
     drop_names = {d.value for d in Drop}
     drops = [("passnat_drops_total", {"reason": d.value}, float(counters.get(d.value, 0))) for d in Drop]
     events = [("passnat_events_total", {"event": k}, float(v)) for k, v in sorted(counters.items())
               if k not in drop_names and k not in ("sessions", "sessions_created")]
-    by_kind: Counter[tuple[str, str]] = Counter()
-    for s in router.sessions():
-        by_kind[(str(s["protocol"]), str(s["type"]))] += 1
-    sessions = [("passnat_sessions", {"protocol": p, "type": t}, float(n)) for (p, t), n in sorted(by_kind.items())]
+    # one pass over the table counting (protocol, type): no session record is built
+    by_kind: Counter[tuple[int, str]] = Counter((s.proto, s.kind) for s in (router.table.all() if sessions is None else sessions))
+    dynamic = len(router.static.bindings()) if router.static is not None else 0
+    if dynamic:
+        by_kind[(0, "dynamic")] = dynamic
+    live = [("passnat_sessions", {"protocol": "any" if p == 0 else proto_name(p), "type": t}, float(n))
+            for (p, t), n in sorted(by_kind.items())]
     return [
         ("passnat_drops_total", "counter", "Packets dropped, by reason (see passnat show counters).", drops),
         ("passnat_events_total", "counter", "Other engine events (translations, holds, learned SPIs, ...).", events),
-        ("passnat_sessions", "gauge", "Live NAT sessions by protocol and type.", sessions),
+        ("passnat_sessions", "gauge", "Live NAT sessions by protocol and type.", live),
         ("passnat_sessions_created_total", "counter", "NAT sessions ever created.",
          [("passnat_sessions_created_total", {}, float(counters.get("sessions_created", 0)))]),
         ("passnat_session_maximum", "gauge", "The configured session maximum (nat session maximum).",
@@ -59,10 +65,11 @@ def samples(router: Router) -> list[tuple[str, str, str, list[Sample]]]:
     ]
 
 
-def render(router: Router, extra: Iterable[tuple[str, str, str, list[Sample]]] = ()) -> str:
+def render(router: Router, extra: Iterable[tuple[str, str, str, list[Sample]]] = (),
+           sessions: Iterable[Session] | None = None) -> str:
     """Prometheus text exposition of the router's metrics plus ``extra`` families."""
     lines: list[str] = []
-    for name, kind, help_text, family in list(samples(router)) + list(extra):
+    for name, kind, help_text, family in list(samples(router, sessions)) + list(extra):
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
         for metric, labels, value in family:
