@@ -58,7 +58,7 @@ SENDER_SHORT = 0.75  # a paced run that reaches less than this share of the rate
 @dataclass
 class Search:
     best_pps: float  # 0.0: no run had < 1 % loss
-    sender_limited: bool  # a run lost < 1 % while the sender could not reach the rate asked
+    sender_limited: bool  # no run lost 1 % or more: the router's limit is above all the sender offered
     trials: list[Trial] = field(default_factory=list)
 
     @property
@@ -82,15 +82,17 @@ def search_best(trial: Callable[[float], Trial], *, steps: int, start: float, hi
     until one passes it goes down (1.25 from a hint, else 1.5); then it bisects between the
     highest rate that passed and the lowest that failed, until they are within ``precision``.
     Rates are those the sender achieved: when it falls short of the rate asked because its CPU
-    is busy, the next rate asked is raised by the same factor (at most 1/``SENDER_SHORT``).  A
-    run that passes while the sender reached less than ``SENDER_SHORT`` of the rate asked ends
-    the search: the router kept up with all the sender could offer (``sender_limited``).
+    is busy, the next rate asked is raised by the same factor (unless it reached less than
+    ``SENDER_SHORT`` of it: then it was at its limit).  When no run fails, the router kept up
+    with everything the sender offered (``sender_limited``: its best is at least that); the
+    search stops early once two such runs had the sender at its limit.
     """
     result = Search(0.0, False, [])
     lo, hi = 0.0, math.inf  # highest achieved rate that passed, lowest that failed
     up, down = (1.25, 1.25) if hint else (2.0, 1.5)
     rate = hint if hint and hint > 0 else start
     gain = 1.0  # what the paced sender achieves of the rate asked when it is not at its limit
+    at_limit_passes = 0
     for _ in range(steps):
         asked = rate / gain
         t = trial(asked)
@@ -100,9 +102,10 @@ def search_best(trial: Callable[[float], Trial], *, steps: int, start: float, hi
         if t.loss < loss_limit:
             result.best_pps = max(result.best_pps, t.delivered_pps)
             lo = max(lo, achieved)
-            if at_limit:
-                result.sender_limited = True
-                break
+            if at_limit and hi == math.inf:
+                at_limit_passes += 1
+                if at_limit_passes >= 2:
+                    break
         else:
             hi = min(hi, achieved)
         if not at_limit:
@@ -115,6 +118,7 @@ def search_best(trial: Callable[[float], Trial], *, steps: int, start: float, hi
             rate = achieved / down
         else:
             rate = (lo + hi) / 2
+    result.sender_limited = bool(result.trials) and hi == math.inf
     return result
 
 
