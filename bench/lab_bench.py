@@ -504,7 +504,8 @@ def run_router(b: Bench, kind: str, modes: list[str], hints: dict[str, float]) -
             s = b.best(name, hints.get(name))
             out[name] = s.as_dict()
             hints[name] = s.best_pps
-            log(f"    best with < 1 % loss: {s.best_pps:,.0f} pps" + (" (the sender's limit)" if s.sender_limited else ""))
+            bound = {"sender": " (no run failed: the sender's limit)", "steps": " (no run failed within --steps)"}
+            log(f"    best with < 1 % loss: {s.best_pps:,.0f} pps" + bound.get(s.lower_bound, ""))
         if "overload" in modes:
             fresh("overload")
             o = out["overload"] = b.overload(out["udp64"]["best_pps"])
@@ -605,11 +606,11 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str,
         summary[path] = {"passnat": (s.as_dict() if (s := summarize(p)) else None),
                          "kernel": (s.as_dict() if (s := summarize(k)) else None),
                          "ratio": (s.as_dict() if ratio and (s := summarize(ratios(p, k))) else None)}
-    limited = [f"{kind} {name}" for r in rounds for kind in KINDS for name in PACKET_MODES
-               if r.get(kind, {}).get(name, {}).get("sender_limited")]
+    bounds = {"sender": "the sender's limit", "steps": "ran out of --steps"}
+    limited = [f"{kind} {name} round {i + 1} ({bounds[b]})" for i, r in enumerate(rounds) for kind in KINDS for name in PACKET_MODES
+               if (b := r.get(kind, {}).get(name, {}).get("lower_bound"))]
     if limited:
-        lines.append("sender-limited (no run lost 1 % or more: the router kept up with all the sender offered; its best is at least that): "
-                     + ", ".join(sorted(set(limited))))
+        lines.append("lower bounds (no run lost 1 % or more; the router's best is at least the figure): " + ", ".join(limited))
     fails = [(kind, r[kind]["overload"]["control"]) for r in rounds for kind in ("passnat",)
              if r.get(kind, {}).get("overload", {}).get("control", {}).get("failed")]
     for kind, c in fails:

@@ -58,8 +58,14 @@ SENDER_SHORT = 0.75  # a paced run that reaches less than this share of the rate
 @dataclass
 class Search:
     best_pps: float  # 0.0: no run had < 1 % loss
-    sender_limited: bool  # no run lost 1 % or more: the router's limit is above all the sender offered
+    # no run lost 1 % or more, so the router's best is at least ``best_pps``: "sender" (it kept up
+    # with all the sender could offer) or "steps" (the search ran out of steps going up); "" otherwise
+    lower_bound: str = ""
     trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def sender_limited(self) -> bool:
+        return self.lower_bound == "sender"
 
     @property
     def peak_pps(self) -> float:
@@ -67,7 +73,7 @@ class Search:
         return max((t.delivered_pps for t in self.trials), default=0.0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"best_pps": self.best_pps, "peak_pps": self.peak_pps, "sender_limited": self.sender_limited,
+        return {"best_pps": self.best_pps, "peak_pps": self.peak_pps, "lower_bound": self.lower_bound,
                 "trials": [t.as_dict() for t in self.trials]}
 
 
@@ -78,16 +84,17 @@ def search_best(trial: Callable[[float], Trial], *, steps: int, start: float, hi
 
     Paced runs only (an unpaced flood first could leave the router in a state that spoils
     the rest).  The first run is at ``hint`` (the rate found in an earlier round) or else at
-    ``start``.  Until a run fails the rate goes up by a factor (1.25 from a hint, else 2),
-    until one passes it goes down (1.25 from a hint, else 1.5); then it bisects between the
+    ``start``.  Until a run fails the rate goes up by a factor (from a hint 1.25, growing by
+    half with each further pass up to 2; else 2), until one passes it goes down (1.25 from a
+    hint, else 1.5); then it bisects between the
     highest rate that passed and the lowest that failed, until they are within ``precision``.
     Rates are those the sender achieved: when it falls short of the rate asked because its CPU
     is busy, the next rate asked is raised by the same factor (unless it reached less than
-    ``SENDER_SHORT`` of it: then it was at its limit).  When no run fails, the router kept up
-    with everything the sender offered (``sender_limited``: its best is at least that); the
-    search stops early once two such runs had the sender at its limit.
+    ``SENDER_SHORT`` of it: then it was at its limit).  When no run fails, the figure is a
+    lower bound (``lower_bound``): "sender" when the sender was at its limit in a run that
+    passed (the search stops after two such runs), else "steps".
     """
-    result = Search(0.0, False, [])
+    result = Search(0.0)
     lo, hi = 0.0, math.inf  # highest achieved rate that passed, lowest that failed
     up, down = (1.25, 1.25) if hint else (2.0, 1.5)
     rate = hint if hint and hint > 0 else start
@@ -106,6 +113,8 @@ def search_best(trial: Callable[[float], Trial], *, steps: int, start: float, hi
                 at_limit_passes += 1
                 if at_limit_passes >= 2:
                     break
+            if hi == math.inf and result.trials[:-1]:
+                up = min(2.0, up * 1.5)
         else:
             hi = min(hi, achieved)
         if not at_limit:
@@ -118,7 +127,8 @@ def search_best(trial: Callable[[float], Trial], *, steps: int, start: float, hi
             rate = achieved / down
         else:
             rate = (lo + hi) / 2
-    result.sender_limited = bool(result.trials) and hi == math.inf
+    if result.trials and hi == math.inf:
+        result.lower_bound = "sender" if at_limit_passes else "steps"
     return result
 
 

@@ -61,6 +61,14 @@ def test_starting_too_high_goes_down():
     assert calls[1] == pytest.approx(50_000 / 1.5)
 
 
+def test_too_low_hint_climbs_faster_and_says_it_ran_out_of_steps():
+    trial, calls = model(capacity=100_000, sender_max=400_000)
+    s = labsearch.search_best(trial, steps=4, start=50_000, hint=10_000)
+    assert [round(c) for c in calls] == [10_000, 12_500, 23_438, 46_875]  # x1.25, x1.875, x2
+    assert s.lower_bound == "steps" and not s.sender_limited
+    assert s.best_pps == 46_875
+
+
 def test_hint_converges_in_fewer_steps():
     trial, _ = model(capacity=120_000, sender_max=400_000)
     s = labsearch.search_best(trial, steps=3, start=50_000, hint=118_000)
@@ -73,7 +81,7 @@ def test_hint_converges_in_fewer_steps():
 def test_sender_limited_stops_when_the_sender_cannot_go_faster():
     trial, calls = model(capacity=500_000, sender_max=300_000)
     s = labsearch.search_best(trial, steps=8, start=50_000)
-    assert s.sender_limited
+    assert s.sender_limited and s.lower_bound == "sender"
     assert s.best_pps == 300_000
     assert calls[:4] == [50_000, 100_000, 200_000, 400_000] and len(calls) <= 6
 
