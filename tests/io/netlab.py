@@ -173,6 +173,14 @@ class NetLab:
         state = "on" if tso else "off"
         self.exec(name, "ethtool", "-K", ifname, "tso", state, "gso", state, "gro", "off", check=False)
 
+    def mac(self, name: str, ifname: str) -> str:
+        """The interface's MAC address."""
+        return self.exec(name, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
+
+    def rps(self, name: str, ifname: str, cpus: int) -> None:
+        """Receive packet steering: every receive queue of the interface to the CPUs in the mask."""
+        self.exec(name, "sh", "-c", f"for q in /sys/class/net/{ifname}/queues/rx-*/rps_cpus; do echo {cpus:x} > $q; done")
+
     def build_router_lab(self) -> None:
         for n in ("r", "sw", "pc", "ls", "srv"):
             self.add_ns(n)
@@ -187,6 +195,18 @@ class NetLab:
         self.exec("r", "sysctl", "-qw", "net.ipv4.ip_forward=0")
         self.host("pc", f"{PC}/24", ROUTER_LAN)
         self.host("ls", f"{LS}/24", ROUTER_LAN)
+        self.host("srv", f"{SRV}/24", None)
+
+    def build_direct_lab(self) -> None:
+        """pc -- lan0 r lan1 -- srv with direct veth pairs (no bridge, no ls): the same
+        addresses and routes as ``build_router_lab``, for bench/lab_bench.py, whose sender
+        must not spend its CPU on a bridge."""
+        for n in ("r", "pc", "srv"):
+            self.add_ns(n)
+        self.veth("r", "lan0", "pc", "eth0")
+        self.veth("r", "lan1", "srv", "eth0")
+        self.exec("r", "sysctl", "-qw", "net.ipv4.ip_forward=0")
+        self.host("pc", f"{PC}/24", ROUTER_LAN)
         self.host("srv", f"{SRV}/24", None)
 
     # ------------------------------------------------------------ processes
