@@ -58,7 +58,7 @@ def metrics(router: Router, links: Iterable[LinkView], daemon: Mapping[str, int]
     packets, bytes and drops, link-layer drops, the data plane and build info (docs/operations.md)."""
     from passnat.nat import metrics as engine_metrics
 
-    sessions = router.table.all()  # one walk over the table per scrape, shared below
+    sessions = router.table.vpn_sessions()  # the VPN view's only: a scrape never walks the whole table
     packets, octets, ring, if_drops = [], [], [], []
     link_totals: dict[str, int] = {}
     link_reasons = {d.value for d in LinkDrop}
@@ -142,7 +142,7 @@ def vpn(router: Router, now: float, limit: int | None = None, sessions: Iterable
     pptp: list[dict[str, Any]] = []
     ike: list[dict[str, Any]] = []
     n_esp = n_pptp = n_ike = 0
-    for s in router.table.all() if sessions is None else sessions:
+    for s in router.table.vpn_sessions() if sessions is None else sessions:
         proto = s.proto
         if proto == 50:
             n_esp += 1

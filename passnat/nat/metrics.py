@@ -47,8 +47,8 @@ def samples(router: Router, sessions: Iterable[Session] | None = None) -> list[t
     drops = [("passnat_drops_total", {"reason": d.value}, float(counters.get(d.value, 0))) for d in Drop]
     events = [("passnat_events_total", {"event": k}, float(v)) for k, v in sorted(counters.items())
               if k not in drop_names and k not in ("sessions", "sessions_created")]
-    # one pass over the table counting (protocol, type): no session record is built
-    by_kind: Counter[tuple[int, str]] = Counter((s.proto, s.kind) for s in (router.table.all() if sessions is None else sessions))
+    # the table keeps live sessions by (protocol, type): a scrape never walks it
+    by_kind: Counter[tuple[int, str]] = Counter(router.table.kinds)
     dynamic = len(router.static.bindings()) if router.static is not None else 0
     if dynamic:
         by_kind[(0, "dynamic")] = dynamic

@@ -12,6 +12,9 @@ Indexes:
     read it; show / clear are rare, so no id index costs memory per session).
   * ``mappings``: endpoint-independent mappings, and one ``IdPool`` of
     outside ports per (protocol, global address).
+  * ``kinds``: live sessions by (protocol, type), and ``vpn``: the VPN sessions
+    (ESP, GRE, AH, PPTP control, IKE and NAT-T) by id -- kept as sessions come
+    and go, so metrics and the status page never walk the whole table.
 
 Expiry is lazy: a refresh only stores ``last``.  Each session has one
 *primary* timer entry, fired at ``Session.hd``: either in a one-second bucket
@@ -66,6 +69,18 @@ def tracked_dict() -> dict:  # type: ignore[type-arg]
     return {None: []}
 
 
+_VPN_PROTOCOLS = frozenset((47, 50, 51))  # GRE, ESP, AH
+_IKE_PORTS = frozenset((500, 4500))
+
+
+def _is_vpn(s: Session) -> bool:
+    if s.proto == 6 or s.proto == 1:
+        return s.handler == "pptp"
+    if s.proto == 17:
+        return s.in_port in _IKE_PORTS or s.rem_port in _IKE_PORTS
+    return s.proto in _VPN_PROTOCOLS
+
+
 def flow_key(src: int, dst: int, sport: int, dport: int) -> bytes:
     return KEY.pack(src, dst, sport, dport)
 
@@ -93,6 +108,8 @@ class SessionTable:
         self.on_remove: Callable[[Session], None] = lambda s: None
         self.on_deadline: Callable[[float], None] = lambda t: None  # the router's wake()
         self.created_total = 0
+        self.kinds: dict[tuple[int, str], int] = {}
+        self.vpn: dict[int, Session] = tracked_dict()
 
     def __len__(self) -> int:
         return self._n
@@ -112,6 +129,10 @@ class SessionTable:
         """Every live session, oldest first."""
         live = self._live()
         return [live[i] for i in sorted(live)]
+
+    def vpn_sessions(self) -> list[Session]:
+        """The live VPN sessions (ESP, GRE, AH, PPTP control, IKE and NAT-T), oldest first."""
+        return [s for i, s in sorted((k, v) for k, v in self.vpn.items() if k is not None) if s.alive]
 
     def get(self, session_id: int) -> Session | None:
         return self._live().get(session_id)
@@ -206,6 +227,10 @@ class SessionTable:
         if s.mapping is not None:
             s.mapping.refs += 1
         self.created_total += 1
+        kinds, kind = self.kinds, (s.proto, s.kind)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if _is_vpn(s):
+            self.vpn[s.id] = s
         if _untrack is not None:
             _untrack(s)
         if okey is not None:
@@ -288,6 +313,13 @@ class SessionTable:
         s.alive = False
         self._n -= 1
         self._unindex(s)
+        kind = (s.proto, s.kind)
+        n = self.kinds.get(kind, 0) - 1
+        if n > 0:
+            self.kinds[kind] = n
+        else:
+            self.kinds.pop(kind, None)
+        self.vpn.pop(s.id, None)
         s.o_hop = s.i_hop = None  # (a hop's filter state may list the session: no cycle left behind)
         for counts, key in ((self.count_src, s.origin), (self.count_private, s.in_addr)):
             n = counts.get(key, 0) - 1

@@ -91,3 +91,30 @@ def test_pure_python_sessions_are_tracked_and_collected(monkeypatch: pytest.Monk
     r = passnat.Router(passnat.parse_config(CONFIG))
     traffic(r)
     assert all(gc.is_tracked(s) for s in r.table.all())
+
+
+def test_kind_counts_and_the_vpn_index_follow_the_table() -> None:
+    """What metrics and the status page read instead of walking the table stays equal to the walk."""
+    from collections import Counter
+
+    r = passnat.Router(passnat.parse_config(CONFIG))
+
+    def check() -> None:
+        live = r.table.all()
+        assert Counter([(s.proto, s.kind) for s in live]) == \
+            Counter(r.table.kinds)
+        vpn = [s for s in live if s.proto in (47, 50, 51) or s.handler == "pptp"
+               or (s.proto == 17 and (s.in_port in (500, 4500) or s.rem_port in (500, 4500)))]
+        assert r.table.vpn_sessions() == vpn
+
+    traffic(r)
+    r.handle("lan0", raw(IP(src=PC1, dst=SRV) / UDP(sport=500, dport=500) / b"x"), 1.5)  # IKE
+    check()
+    assert r.table.vpn_sessions()
+    r.on_timer(20.0)  # DNS and answered ICMP expire
+    check()
+    r.clear_sessions(r.table.all()[0].id)
+    check()
+    r.on_timer(100000.0)
+    check()
+    assert not r.table.kinds and not r.table.vpn_sessions()
