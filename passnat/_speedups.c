@@ -384,6 +384,34 @@ port_flush(struct port *pt)
     pt->nq = 0;
 }
 
+/* Send the frame at l2 (len bytes, virtio_net_hdr first) on port pt: queued for sendmmsg (sent
+ * with the port's next flush, before its slot goes back), or sent at once with PASSNAT_TX_SEND. */
+static void
+queue_frame(struct port *pt, unsigned char *l2, Py_ssize_t len)
+{
+    if (use_mmsg) {
+        if (pt->nq == BATCH)
+            port_flush(pt); /* (the frames it sends are released with the others at the end) */
+        unsigned q = pt->nq++;
+        pt->iov[q].iov_base = l2;
+        pt->iov[q].iov_len = (size_t)len;
+        memset(&pt->msgs[q], 0, sizeof(pt->msgs[q]));
+        pt->msgs[q].msg_hdr.msg_iov = &pt->iov[q];
+        pt->msgs[q].msg_hdr.msg_iovlen = 1;
+        return;
+    }
+    ssize_t r;
+    do {
+        r = send(pt->fd, l2, (size_t)len, MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        count_tx_error(pt->st, errno);
+    } else {
+        pt->st[ST_TX_PACKETS]++;
+        pt->st[ST_TX_BYTES] += len - VNET_LEN;
+    }
+}
+
 struct call {
     unsigned char *ring;    /* the link being walked (copied from its struct rxlink) */
     Py_ssize_t frame_size;
@@ -393,6 +421,9 @@ struct call {
     PyObject *egress;
     PyObject *now;
     long partial_max;
+    PyObject *lean;         /* Router.lean.first, or NULL */
+    PyObject *send;         /* Daemon._send, for outputs this file cannot send itself */
+    PyObject *name;         /* the interface being walked */
     struct port ports[MAX_PORTS];
     int nports;
 };
@@ -561,27 +592,7 @@ forward_one(struct call *c, Py_ssize_t off)
     }
     Py_DECREF(hdrobj);
     c->st[ST_FAST]++;
-    if (use_mmsg) {
-        if (pt->nq == BATCH)
-            port_flush(pt); /* (the frames it sends are released with the others at the end) */
-        unsigned q = pt->nq++;
-        pt->iov[q].iov_base = l2;
-        pt->iov[q].iov_len = (size_t)(n + L2_LEN);
-        memset(&pt->msgs[q], 0, sizeof(pt->msgs[q]));
-        pt->msgs[q].msg_hdr.msg_iov = &pt->iov[q];
-        pt->msgs[q].msg_hdr.msg_iovlen = 1;
-        return 1;
-    }
-    ssize_t r;
-    do {
-        r = send(pt->fd, l2, (size_t)(n + L2_LEN), MSG_DONTWAIT);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        count_tx_error(pt->st, errno);
-    } else {
-        pt->st[ST_TX_PACKETS]++;
-        pt->st[ST_TX_BYTES] += n + L2_LEN - VNET_LEN;
-    }
+    queue_frame(pt, l2, n + L2_LEN);
     return 1;
 
 python:
@@ -614,6 +625,91 @@ struct rxlink {
 };
 
 /*
+ * The frame at ring offset off, which the fast path did not take, through the
+ * lean path (passnat/nat/lean.py: the first packet of a plain NAPT flow):
+ * 1 when it was handled (its output queued here, or sent by the daemon's
+ * _send), 0 when the lean path declined it (nothing changed: slow() takes it).
+ * The same conditions as the daemon's _frame before it calls Router.handle,
+ * which would reach the lean path for this frame: no super-frame, no partial
+ * checksum, IPv4.
+ */
+static int
+lean_one(struct call *c, Py_ssize_t off)
+{
+    unsigned char *f = c->ring + off;
+    uint32_t status = rd32(f), length = rd32(f + 4), snap = rd32(f + 8);
+    unsigned mac = rd16(f + 12), net = rd16(f + 14);
+    if (status & (TP_STATUS_COPY | TP_STATUS_VLAN_VALID | TP_STATUS_CSUMNOTREADY) || (long)length > c->plain
+        || (Py_ssize_t)mac + (Py_ssize_t)snap > c->frame_size || mac < TP2_HDR + VNET_LEN || net < mac + 14
+        || net < TP2_HDR + L2_LEN || (Py_ssize_t)net + 28 > (Py_ssize_t)mac + (Py_ssize_t)snap)
+        return 0;
+    const unsigned char *eth = f + mac;
+    unsigned char *p = f + net;
+    Py_ssize_t n = ((Py_ssize_t)p[2] << 8) | p[3];
+    if (eth[12] != 0x08 || eth[13] != 0x00 || n < 28 || (Py_ssize_t)net + n > (Py_ssize_t)mac + (Py_ssize_t)snap)
+        return 0;
+    PyObject *pkt = PyBytes_FromStringAndSize((const char *)p, n);
+    if (pkt == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *args[3] = {c->name, pkt, c->now};
+    PyObject *outs = PyObject_Vectorcall(c->lean, args, 3, NULL);
+    if (outs == NULL) {
+        /* as Router.handle raising in _frame: the frame is dropped, an internal error counted */
+        Py_DECREF(pkt);
+        PyErr_Clear();
+        c->st[ST_CB_ERRORS]++;
+        return 1;
+    }
+    if (outs == Py_None) {
+        Py_DECREF(outs);
+        Py_DECREF(pkt);
+        return 0;
+    }
+    int done = 0;
+    if (PyList_CheckExact(outs) && PyList_GET_SIZE(outs) == 1) {
+        /* the usual case: one packet, to a resolved next hop: into this slot and queued */
+        PyObject *o = PyList_GET_ITEM(outs, 0);
+        PyObject *oif = PyObject_GetAttrString(o, "interface"), *nh = PyObject_GetAttrString(o, "next_hop");
+        PyObject *opkt = PyObject_GetAttrString(o, "packet");
+        PyErr_Clear();
+        if (oif && nh && opkt && PyBytes_CheckExact(opkt)) {
+            Py_ssize_t on = PyBytes_GET_SIZE(opkt);
+            PyObject *entry = PyDict_GetItemWithError(c->egress, oif);
+            struct port *pt = entry ? get_port(c, entry) : NULL;
+            PyObject *hdrobj = pt ? neighbour_header(pt, nh) : NULL;
+            PyErr_Clear();
+            if (hdrobj != NULL && (Py_ssize_t)net + on <= c->frame_size) {
+                memcpy(p, PyBytes_AS_STRING(opkt), (size_t)on);
+                unsigned char *l2 = p - L2_LEN;
+                memcpy(l2, PyBytes_AS_STRING(hdrobj), L2_LEN);
+                queue_frame(pt, l2, on + L2_LEN);
+                done = 1;
+            }
+            Py_XDECREF(hdrobj);
+        }
+        Py_XDECREF(oif);
+        Py_XDECREF(nh);
+        Py_XDECREF(opkt);
+    }
+    if (!done) {
+        /* anything else (ARP to resolve, several packets): the daemon's _send, after what is queued */
+        flush_all(c);
+        PyObject *sargs[4] = {outs, c->name, pkt, c->now};
+        PyObject *r = PyObject_Vectorcall(c->send, sargs, 4, NULL);
+        if (r == NULL) {
+            PyErr_Clear();
+            c->st[ST_CB_ERRORS]++;
+        }
+        Py_XDECREF(r);
+    }
+    Py_DECREF(outs);
+    Py_DECREF(pkt);
+    return 1;
+}
+
+/*
  * Walk at most max frames of link L from its head: 1 frame more per slot handed
  * over, established flows forwarded here, the others to L->slow(offset, now).
  * Everything queued is sent and every walked slot given back before it returns.
@@ -627,6 +723,7 @@ walk(struct call *c, struct rxlink *L, Py_ssize_t max)
     c->ft = L->ft;
     c->plain = L->plain;
     c->st = L->st;
+    c->name = L->name;
     Py_ssize_t head = (Py_ssize_t)L->st[ST_HEAD], nr = L->frame_nr, size = L->frame_size;
     Py_ssize_t pending = head, npending = 0, done = 0;
     for (; done < max; done++) {
@@ -637,6 +734,8 @@ walk(struct call *c, struct rxlink *L, Py_ssize_t max)
         c->st[ST_RX_BYTES] += rd32(f + 4);
         if (c->ft != NULL && forward_one(c, head * size)) {
             npending++;
+        } else if (c->ft != NULL && c->lean != NULL && lean_one(c, head * size)) {
+            npending++; /* its output (if queued here) is sent with the others, before the slot goes back */
         } else {
             flush_all(c);
             for (; npending; npending--, pending = (pending + 1) % nr)
@@ -692,7 +791,7 @@ release_links(struct rxlink *links, int n)
 }
 
 /*
- * ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns) -> frames walked
+ * ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send) -> frames walked
  *
  *   links        a tuple of (interface, ring, frame_nr, frame_size, plain, state, slow) per link:
  *                  ring        the mmap'ed TPACKET_V2 ring (frame_nr slots of frame_size bytes)
@@ -707,6 +806,9 @@ release_links(struct rxlink *links, int n)
  *   partial_max  Daemon.partial_max
  *   spin_ns      after frames were walked and none is waiting, keep looking this long
  *                before returning (0: return at once)
+ *   lean         Router.lean.first, or None: a frame the fast path does not take is offered
+ *                to it before slow() (the first packet of a plain NAPT flow); its output is
+ *                sent from here, or by send(outputs, interface, packet, now) (Daemon._send)
  *
  * The links take turns, CHUNK frames each, until none has a frame waiting (and
  * the spin found none) or the budget is spent.  In each ring, the slots the
@@ -721,8 +823,8 @@ release_links(struct rxlink *links, int n)
 static PyObject *
 ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "ring_rx() takes 8 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx() takes 10 arguments");
         return NULL;
     }
     PyObject *lks = args[0];
@@ -730,6 +832,12 @@ ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     c.nports = 0;
     c.now = args[2];
     c.egress = args[5];
+    c.lean = args[8] == Py_None ? NULL : args[8];
+    c.send = args[9];
+    if ((c.lean != NULL && !PyCallable_Check(c.lean)) || !PyCallable_Check(c.send)) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx(): lean must be a callable or None, send a callable");
+        return NULL;
+    }
     if (!PyTuple_CheckExact(lks) || PyTuple_GET_SIZE(lks) > MAX_LINKS || !PyDict_CheckExact(args[4])
         || !PyDict_CheckExact(c.egress)) {
         PyErr_SetString(PyExc_TypeError, "ring_rx(): links must be a tuple (at most 16), fast_tables and "
@@ -822,7 +930,7 @@ static PyMethodDef methods[] = {
     {"fast", (PyCFunction)(void (*)(void))fast, METH_FASTCALL,
      "fast(tables, interface, packet, now, Output) -> [Output] or None (take the slow path)"},
     {"ring_rx", (PyCFunction)(void (*)(void))ring_rx, METH_FASTCALL,
-     "ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns) -> frames walked:\n"
+     "ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send) -> frames walked:\n"
      "walk TPACKET_V2 rings in turn, forwarding established flows, handing every other frame to\n"
      "its link's slow(offset, now)"},
     {NULL, NULL, 0, NULL},

@@ -340,8 +340,9 @@ class Daemon:
         if self.ring_rx is not None:
             # the C loop: established flows forwarded in C, every other frame through _frame
             fast = self.capture is None and now < router.deadline
+            lean = self._lean if fast and router.lean is not None else None
             done = self.ring_rx(entries, budget, now, fast, router.fast_tables, self._egress,
-                                self.partial_max, spin_ns)
+                                self.partial_max, spin_ns, lean, self._send)
         else:
             done = self._walk_python(links, budget, now)
         for lk, b in zip(links, before):
@@ -356,6 +357,17 @@ class Daemon:
             if ring is not None and ring.mm[lk.fast_state[ST_HEAD] * ring.frame_size] & 1:
                 return True
         return False
+
+    def _lean(self, interface: str, pkt: bytes, now: float) -> list[Output] | None:
+        """The lean path for the C loop (a frame its fast path did not take): what
+        ``Router.handle`` would do for a new plain NAPT flow, or None (``_frame`` takes it)."""
+        lean = self.router.lean
+        assert lean is not None
+        try:
+            return lean.first(interface, pkt, now)
+        except Exception:  # noqa: BLE001 -- as in _frame: counted and logged, the frame dropped
+            self._internal_error(f"frame on {interface}")
+            return []
 
     def _walk_python(self, links: tuple[Link, ...], budget: int, now: float) -> int:
         """``_speedups.ring_rx`` in Python (PASSNAT_PURE=1, or no compiler when passnat was

@@ -48,6 +48,7 @@ class RunRequest:
     log_level: str = "info"
     capture: str | None = None
     http: str | None = None  # ADDRESS:PORT for the status page and /metrics
+    spin_us: int = 50  # DaemonOptions.spin_us
 
 
 def setup_logging(level: str) -> None:
@@ -149,7 +150,8 @@ def run(req: RunRequest) -> int:
         return _refuse([f"another passnat daemon answers on {req.control_path}"])
     daemon = Daemon(config, DaemonOptions(config_path=req.config_path, attachments=atts,
                                           control_path=req.control_path, state_file=req.state_file,
-                                          host_undo=undo, capture=req.capture, http=req.http))
+                                          host_undo=undo, capture=req.capture, http=req.http,
+                                          spin_us=max(0, req.spin_us)))
     try:
         daemon.start()
     except (ControlError, HttpError) as e:

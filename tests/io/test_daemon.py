@@ -152,6 +152,8 @@ def test_budget_bounds_one_turn_and_errors_are_counted(tmp_path: Path) -> None:
         raise RuntimeError("engine bug")
 
     d.router.handle = boom  # type: ignore[method-assign]
+    assert d.router.lean is not None
+    d.router.lean.first = boom  # type: ignore[method-assign]  # (the C loop calls it directly)
     new_flow = raw(IP(src="192.168.0.11", dst="203.0.113.10") / UDP(sport=5001, dport=53))  # slow path
     rings["lan0"].put([(eth(new_flow), 0, b"", None)] * 2)
     d._drain(d.links["lan0"])

@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.all import IP, TCP, UDP, Ether, raw  # type: ignore[attr-defined]
 from scapy.layers.inet import IPOption_EOL, IPOption_NOP
+from scapy.layers.l2 import ARP
 
 from passnat.io import daemon as daemon_module
 from passnat.io.afpacket import TP_STATUS_CSUMNOTREADY
@@ -312,7 +313,7 @@ def _call_args(d: Daemon, fake: FakeRing, state: Any, slow: Any = None, head: in
     link = tuple(over.pop(k) if k in over else v for k, v in zip(
         ("interface", "ring", "frame_nr", "frame_size", "plain", "state", "slow"), link))
     args = {"links": (link,), "budget": 256, "now": 1.0, "fast": True, "tables": d.router.fast_tables,
-            "egress": d._egress, "partial_max": 1500, "spin_ns": 0}
+            "egress": d._egress, "partial_max": 1500, "spin_ns": 0, "lean": d.router.lean.first, "send": d._send}
     args.update(over)
     return list(args.values())
 
@@ -349,7 +350,11 @@ def test_bad_arguments_are_refused_before_any_slot_is_touched(tmp_path: Path) ->
     before = bytes(ring.mm)
     state = _state()
     with pytest.raises(TypeError):
-        rx(*_call_args(d, ring, state)[:7])
+        rx(*_call_args(d, ring, state)[:9])
+    with pytest.raises(TypeError):
+        rx(*_call_args(d, ring, state, lean=1))
+    with pytest.raises(TypeError):
+        rx(*_call_args(d, ring, state, send=None))
     with pytest.raises(TypeError):
         rx(*_call_args(d, ring, state, tables=[]))
     with pytest.raises(TypeError):
@@ -381,10 +386,12 @@ def test_the_links_take_turns_and_the_budget_holds(tmp_path: Path) -> None:
     seen: list[str] = []
     la = ("lan0", a.mm, a.frame_nr, a.frame_size, 1514, _state(), lambda off, now: seen.append("a"))
     lb = ("lan0", b.mm, b.frame_nr, b.frame_size, 1514, _state(), lambda off, now: seen.append("b"))
-    n = daemon_module._ring_rx((la, lb), 150, 1.0, True, d.router.fast_tables, d._egress, 1500, 0)
+    n = daemon_module._ring_rx((la, lb), 150, 1.0, True, d.router.fast_tables, d._egress, 1500, 0,
+                               d.router.lean.first, d._send)
     assert n == 150 and seen == ["a"] * 64 + ["b"] * 64 + ["a"] * 22
     assert (la[5][ST_HEAD], lb[5][ST_HEAD]) == (86, 64)
-    n = daemon_module._ring_rx((la, lb), 1000, 1.0, True, d.router.fast_tables, d._egress, 1500, 2_000_000)
+    n = daemon_module._ring_rx((la, lb), 1000, 1.0, True, d.router.fast_tables, d._egress, 1500, 2_000_000,
+                               d.router.lean.first, d._send)
     assert n == 50 and (la[5][ST_HEAD], lb[5][ST_HEAD]) == (100, 100)  # then nothing more, spin or not
 
 
@@ -518,3 +525,25 @@ def test_send_errors_are_counted_by_errno(tmp_path: Path) -> None:
         d._drain(d.links["lan0"])
         counters = d.links["lan1"].stats()["counters"]
         assert counters["tx_error"] == 3 and counters["tx_error_ENOTCONN"] == 3, counters
+
+
+def test_new_flows_take_the_lean_path_in_the_loop(tmp_path: Path) -> None:
+    """A new plain NAPT flow's first frame never reaches slow(): the loop calls the lean path and
+    sends its output itself; one with an unresolved next hop goes out through _send (ARP)."""
+    d, _rings, txs = _established(tmp_path)
+    ring = FakeRing()
+    new = raw(Ether(src=PC_MAC, dst=MACS["lan0"]) / IP(src=PC, dst=SRV) / UDP(sport=41000, dport=7) / b"hello")
+    far = raw(Ether(src=PC_MAC, dst=MACS["lan0"]) / IP(src=PC, dst="203.0.113.77") / UDP(sport=41001, dport=7))
+    ring.put([(new, 0, b"", None), (far, 0, b"", None)])
+    slow = _Slow()
+    lan1 = d._egress["lan1"][2]
+    sent_before = lan1[ST_TX_PACKETS]
+    assert daemon_module._ring_rx(*_call_args(d, ring, _state(), slow=slow)) == 2
+    assert slow.offsets == []
+    assert {(s["inside_port"], s["remote"]) for s in d.router.sessions(1.0)} >= {(41000, SRV), (41001, "203.0.113.77")}
+    assert lan1[ST_TX_PACKETS] == sent_before + 1  # the first from C; the second waits for ARP
+    frames = [Ether(f) for f in txs["lan1"].frames[-2:]]
+    assert frames[1].haslayer(ARP) and frames[1][ARP].pdst == "203.0.113.77"  # then the ARP request
+    last = frames[0][IP]
+    assert (last.src, last.dst, last[UDP].sport, bytes(last[UDP].payload)) == (WAN, SRV, 41000, b"hello")
+    assert d.links["lan1"].neigh is not None and d.links["lan1"].neigh.queued == 1
