@@ -37,6 +37,7 @@ enum { H_OIF, H_NH, H_MTU, H_SLOW, H_FC, H_LEN };
 
 static PyObject *str_count;
 static PyObject *int_one;
+static PyObject *int_0, *int_6, *int_17;
 
 /*
  * The Session class (passnat/nat/session.py) and where its slots live:
@@ -45,10 +46,12 @@ static PyObject *int_one;
  */
 static PyTypeObject *session_type;
 enum { S_LAST, S_IN_ADDR, S_IN_PORT, S_OUT_ADDR, S_OUT_PORT,
-       S_O_IPD, S_O_L4D, S_O_HOP, S_I_IPD, S_I_L4D, S_I_HOP, S_NSLOTS };
+       S_O_IPD, S_O_L4D, S_O_HOP, S_I_IPD, S_I_L4D, S_I_HOP,
+       S_MAPPING, S_TCP_STATE, S_LAN_IF, S_NSLOTS };
 static const char *const slot_names[S_NSLOTS] = {
     "last", "in_addr", "in_port", "out_addr", "out_port",
     "o_ipd", "o_l4d", "o_hop", "i_ipd", "i_l4d", "i_hop",
+    "mapping", "tcp_state", "lan_if",
 };
 static Py_ssize_t slot_off[S_NSLOTS];
 
@@ -259,16 +262,471 @@ count_flow(PyObject *s, PyObject *hop, PyObject *now)
     return r;
 }
 
+/* ------------------------------------------------------------------ lean */
+
+/*
+ * The lean path in C: passnat/nat/lean.py's LeanPath.first, step for step (that
+ * file is its readable twin and tests/nat/test_lean.py compares the two).  The
+ * checks read the router's own dicts and sets; the table's methods (admit,
+ * mapping_for, new_id, add), the Session class and the route lookup on a cache
+ * miss are called as they are, so the session and the table come out exactly
+ * as Python makes them.  LeanPath.configure builds the state tuple (L_*).
+ */
+enum { L_INGRESS, L_EGRESS, L_MSS, L_LOCAL, L_BCAST, L_ROUTES, L_ROUTE, L_TCP_FIRST, L_UDP, L_UDP_DNS,
+       L_DNS_PORTS, L_HOPS, L_MAKE_HOP, L_OUT_FLOWS, L_COUNTERS, L_ROUTER, L_U16, L_ADMIT, L_MAPPING_FOR,
+       L_NEW_ID, L_ADD, L_SESSION, L_KEEP, L_NAPT, L_TCPUDP, L_LEN };
+
+static PyObject *str_slow_path_packets, *str_tcp_mss_clamped, *str_clock, *str_out_port, *kw_keep;
+static PyObject *int_1, *int_1023, *int_1024, *int_65535;
+
+static inline unsigned be16(const unsigned char *b) { return ((unsigned)b[0] << 8) | b[1]; }
+static inline uint32_t be32(const unsigned char *b)
+{
+    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+}
+static inline void put16(unsigned char *b, unsigned v) { b[0] = (unsigned char)(v >> 8); b[1] = (unsigned char)v; }
+
+/* checksum.py: delta16, add_delta (two folds), apply_delta */
+static inline unsigned fold2(uint32_t s)
+{
+    s = (s & 0xFFFF) + (s >> 16);
+    return (s & 0xFFFF) + (s >> 16);
+}
+static inline unsigned delta16(unsigned old, unsigned new_) { return fold2((~old & 0xFFFF) + new_); }
+
+/* passnat/packet/tcp.py clamp_mss on the segment at p (IPv4 header of 20 bytes, *n bytes, room
+ * for 4 more): 1 when it changed (lowered or added the MSS option). */
+static int
+clamp_mss(unsigned char *p, Py_ssize_t *np, unsigned limit)
+{
+    Py_ssize_t n = *np, ihl = 20;
+    if (n < ihl + 20)
+        return 0;
+    Py_ssize_t doff = (p[ihl + 12] >> 4) * 4;
+    if (doff < 20 || n < ihl + doff)
+        return 0;
+    Py_ssize_t cs = ihl + 16;
+    /* find_mss */
+    Py_ssize_t i = ihl + 20, end = ihl + doff < n ? ihl + doff : n, found = -1;
+    while (i < end) {
+        unsigned kind = p[i];
+        if (kind == 0)
+            break;
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= end)
+            break;
+        unsigned len = p[i + 1];
+        if (len < 2)
+            break;
+        if (kind == 2 && len == 4 && i + 4 <= end) {
+            found = i + 2;
+            break;
+        }
+        i += len;
+    }
+    if (found >= 0) {
+        unsigned old = be16(p + found), lim = limit;
+        if (old <= limit)
+            return 0;
+        put16(p + found, limit);
+        if ((found - ihl) & 1) { /* an option at an odd offset straddles two checksum words */
+            old = ((old & 0xFF) << 8) | (old >> 8);
+            lim = ((lim & 0xFF) << 8) | (lim >> 8);
+        }
+        put16(p + cs, fold_apply(be16(p + cs), delta16(old, lim)));
+        return 1;
+    }
+    if (doff + 4 > 60)
+        return 0;
+    unsigned total = be16(p + 2);
+    unsigned old_word = be16(p + ihl + 12);
+    unsigned new_word = ((unsigned)((doff + 4) / 4) << 12) | (old_word & 0x0FFF);
+    unsigned seg = total - (unsigned)ihl;
+    unsigned delta = fold2(delta16(old_word, new_word) + ((2u << 8) | 4) + limit + delta16(seg, seg + 4));
+    Py_ssize_t at = ihl + 20;
+    memmove(p + at + 4, p + at, (size_t)(n - at));
+    p[at] = 2;
+    p[at + 1] = 4;
+    put16(p + at + 2, limit);
+    put16(p + ihl + 12, new_word);
+    put16(p + cs, fold_apply(be16(p + cs), delta));
+    put16(p + 2, total + 4);
+    put16(p + 10, fold_apply(be16(p + 10), delta16(total, total + 4)));
+    *np = n + 4;
+    return 1;
+}
+
+/* flow.py rewrite_deltas */
+static void
+rewrite_deltas(uint32_t in_addr, uint32_t out_addr, unsigned in_port, unsigned out_port, unsigned d[4])
+{
+    uint32_t s = ((~in_addr >> 16) & 0xFFFF) + (~in_addr & 0xFFFF) + (out_addr >> 16) + (out_addr & 0xFFFF);
+    unsigned a = fold2(s);
+    unsigned o_l4d = fold2((~in_port & 0xFFFF) + out_port + a);
+    unsigned o_ipd = fold2(a + 0xFEFF); /* TTL_DEC_DELTA */
+    unsigned na = 0 < a && a < 0xFFFF ? 0xFFFF - a : 0xFFFF;
+    d[0] = o_ipd;
+    d[1] = o_l4d;
+    d[2] = fold2(na + 0xFEFF);
+    d[3] = 0 < o_l4d && o_l4d < 0xFFFF ? 0xFFFF - o_l4d : 0xFFFF;
+}
+
+/* The route (oif, next hop) to addr from Router.hop's cache, or by calling it: a new reference,
+ * Py_None for no route, NULL on error. */
+static PyObject *
+route(PyObject *st, PyObject *addr)
+{
+    PyObject *hit = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_ROUTES), addr);
+    if (hit != NULL)
+        return Py_NewRef(hit);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyObject_CallOneArg(PyTuple_GET_ITEM(st, L_ROUTE), addr);
+}
+
+static int
+set_slot(PyObject *obj, int i, PyObject *value)
+{
+    PyObject **slot = &SLOT(obj, i);
+    PyObject *old = *slot;
+    *slot = Py_NewRef(value);
+    Py_XDECREF(old);
+    return 0;
+}
+
+static int
+count(PyObject *counters, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(counters, key);
+    if (v == NULL && PyErr_Occurred())
+        return -1;
+    long n = v == NULL ? 0 : PyLong_AsLong(v);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *nv = PyLong_FromLong(n + 1);
+    if (nv == NULL)
+        return -1;
+    int r = PyDict_SetItem(counters, key, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+/*
+ * LeanPath.first for the packet at p (n bytes, room bytes writable there), arrived on iface:
+ * 1 when it was the first packet of a plain NAPT flow -- the session is made and the packet
+ * rewritten in place (*np its new length, *oif and *nh new references to where it goes);
+ * 0 when the lean path declines it (nothing changed); -1 with an exception set.
+ */
+static int
+lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t room, PyObject *now,
+     PyObject **oif_out, PyObject **nh_out)
+{
+    Py_ssize_t n = *np;
+    if (n < 28 || session_type == NULL)
+        return 0;
+    int r = PySet_Contains(PyTuple_GET_ITEM(st, L_INGRESS), iface);
+    if (r <= 0)
+        return r;
+    unsigned length = be16(p + 2), frag = be16(p + 6), ttl = p[8], proto = p[9];
+    uint32_t src = be32(p + 12), dst = be32(p + 16);
+    unsigned sport = be16(p + 20), dport = be16(p + 22), flags;
+    if (p[0] != 0x45 || (Py_ssize_t)length != n || (frag & 0x3FFF) || ttl <= 1)
+        return 0;
+    if (proto == 6) {
+        if (n < 40 || (p[32] >> 4) < 5 || sport == 1723 || dport == 1723)
+            return 0;
+        flags = p[33];
+    } else if (proto == 17) {
+        if (sport == 500 || dport == 500)
+            return 0;
+        flags = 0;
+    } else {
+        return 0;
+    }
+    if (src == 0 || (src >> 24) == 127 || (src >> 28) >= 0xE || (dst >> 28) >= 0xE || dst == 0xFFFFFFFF)
+        return 0;
+    PyObject *srcl = NULL, *dstl = NULL, *hop = NULL, *in_hop = NULL, *okey = NULL, *ikey = NULL, *m = NULL;
+    PyObject *s = NULL, *obj = NULL;
+    int result = -1;
+    srcl = PyLong_FromUnsignedLong(src);
+    dstl = PyLong_FromUnsignedLong(dst);
+    if (srcl == NULL || dstl == NULL)
+        goto done;
+    PyObject *local = PyTuple_GET_ITEM(st, L_LOCAL), *bcast = PyTuple_GET_ITEM(st, L_BCAST);
+    int c1 = PyDict_Contains(local, srcl), c2 = PySet_Contains(bcast, srcl), c3 = PyDict_Contains(local, dstl),
+        c4 = PySet_Contains(bcast, dstl);
+    if (c1 < 0 || c2 < 0 || c3 < 0 || c4 < 0)
+        goto done;
+    result = 0;
+    if (c1 || c2 || c3 || c4 || !header_ok(p))
+        goto done;
+    result = -1;
+    if ((hop = route(st, dstl)) == NULL)
+        goto done;
+    result = 0;
+    if (hop == Py_None || !PyTuple_CheckExact(hop) || PyTuple_GET_SIZE(hop) != 2)
+        goto done;
+    PyObject *oif = PyTuple_GET_ITEM(hop, 0), *nh = PyTuple_GET_ITEM(hop, 1);
+    PyObject *eg = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_EGRESS), oif);
+    if (eg == NULL) {
+        result = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    r = PyObject_RichCompareBool(oif, iface, Py_EQ);
+    if (r != 0) {
+        result = r < 0 ? -1 : 0;
+        goto done;
+    }
+    if (!PyTuple_CheckExact(eg) || PyTuple_GET_SIZE(eg) != 4 || !PyList_CheckExact(PyTuple_GET_ITEM(eg, 3)))
+        goto done;
+    PyObject *out_addr = PyTuple_GET_ITEM(eg, 0), *oif_mss = PyTuple_GET_ITEM(eg, 2);
+    PyObject *private = PyTuple_GET_ITEM(eg, 3);
+    int inside = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(private); i++) {
+        PyObject *lohi = PyList_GET_ITEM(private, i);
+        if (!PyTuple_CheckExact(lohi) || PyTuple_GET_SIZE(lohi) != 2)
+            goto done;
+        unsigned long lo = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(lohi, 0));
+        unsigned long hi = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(lohi, 1));
+        if (PyErr_Occurred()) {
+            result = -1;
+            goto done;
+        }
+        if (lo <= src && src <= hi) {
+            inside = 1;
+            break;
+        }
+    }
+    if (!inside)
+        goto done;
+    long mtu = PyLong_AsLong(PyTuple_GET_ITEM(eg, 1));
+    unsigned long oaddr = PyLong_AsUnsignedLong(out_addr);
+    if (PyErr_Occurred()) {
+        result = -1;
+        goto done;
+    }
+    long limit = -1;
+    if (flags & 2) {
+        PyObject *in_mss = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_MSS), iface);
+        if (in_mss == NULL) {
+            result = PyErr_Occurred() ? -1 : 0;
+            goto done;
+        }
+        long a = in_mss == Py_None ? -1 : PyLong_AsLong(in_mss), b = oif_mss == Py_None ? -1 : PyLong_AsLong(oif_mss);
+        if (PyErr_Occurred()) {
+            result = -1;
+            goto done;
+        }
+        limit = a < 0 ? b : b < 0 ? a : (a < b ? a : b);
+    }
+    if (n + (limit >= 0 ? 4 : 0) > mtu || n + 4 > room)
+        goto done;
+    result = -1;
+    okey = PyBytes_FromStringAndSize((const char *)p + 12, 12);
+    if (okey == NULL)
+        goto done;
+    PyObject *flows = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_OUT_FLOWS), proto == 6 ? int_6 : int_17);
+    if (flows == NULL)
+        goto done;
+    r = PyDict_Contains(flows, okey);
+    if (r != 0) {
+        result = r < 0 ? -1 : 0;
+        goto done;
+    }
+    PyObject *aargs[2] = {srcl, srcl};
+    if ((obj = PyObject_Vectorcall(PyTuple_GET_ITEM(st, L_ADMIT), aargs, 2, NULL)) == NULL)
+        goto done;
+    if (obj != Py_None) {
+        result = 0;
+        goto done;
+    }
+    Py_CLEAR(obj);
+    if ((in_hop = route(st, srcl)) == NULL)
+        goto done;
+    if (in_hop == Py_None || !PyTuple_CheckExact(in_hop) || PyTuple_GET_SIZE(in_hop) != 2) {
+        result = 0;
+        goto done;
+    }
+    /* ---- committed: the same session the full path makes ---- */
+    PyObject *u16 = PyTuple_GET_ITEM(st, L_U16);
+    PyObject *sp = PyList_GET_ITEM(u16, sport), *dp = PyList_GET_ITEM(u16, dport);
+    PyObject *margs[7] = {proto == 6 ? int_6 : int_17, oif, srcl, sp, out_addr, sport < 1024 ? int_1 : int_1024,
+                          sport < 1024 ? int_1023 : int_65535};
+    PyObject *margs_kw[8] = {margs[0], margs[1], margs[2], margs[3], margs[4], margs[5], margs[6],
+                             PyTuple_GET_ITEM(st, L_KEEP)};
+    m = PyObject_Vectorcall(PyTuple_GET_ITEM(st, L_MAPPING_FOR), margs_kw, 7, kw_keep);
+    if (m == NULL)
+        goto done;
+    if (m == Py_None) {
+        result = 0; /* the range is full: the full path logs and counts it */
+        goto done;
+    }
+    PyObject *tcp_state, *klass, *timeout;
+    if (proto == 6) {
+        PyObject *tf = PyList_GET_ITEM(PyTuple_GET_ITEM(st, L_TCP_FIRST), flags);
+        tcp_state = PyTuple_GET_ITEM(tf, 0);
+        klass = PyTuple_GET_ITEM(tf, 1);
+        timeout = PyTuple_GET_ITEM(tf, 2);
+    } else {
+        PyObject *dns = PyTuple_GET_ITEM(st, L_DNS_PORTS);
+        int d1 = PySet_Contains(dns, sp), d2 = PySet_Contains(dns, dp);
+        if (d1 < 0 || d2 < 0)
+            goto done;
+        PyObject *cls = PyTuple_GET_ITEM(st, d1 || d2 ? L_UDP_DNS : L_UDP);
+        tcp_state = int_0;
+        klass = PyTuple_GET_ITEM(cls, 0);
+        timeout = PyTuple_GET_ITEM(cls, 1);
+    }
+    PyObject *oport = PyObject_GetAttr(m, str_out_port);
+    if (oport == NULL)
+        goto done;
+    long oport_v = PyLong_AsLong(oport);
+    PyObject *id = PyObject_CallNoArgs(PyTuple_GET_ITEM(st, L_NEW_ID));
+    if (id == NULL || oport_v < 0 || oport_v > 0xFFFF) {
+        Py_DECREF(oport);
+        Py_XDECREF(id);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "lean: a mapping's port out of range");
+        goto done;
+    }
+    PyObject *sargs[15] = {id, proto == 6 ? int_6 : int_17, PyTuple_GET_ITEM(st, L_NAPT), oif, srcl, sp, out_addr,
+                           oport, dstl, dp, now, timeout, klass, srcl, PyTuple_GET_ITEM(st, L_TCPUDP)};
+    s = PyObject_Vectorcall(PyTuple_GET_ITEM(st, L_SESSION), sargs, 15, NULL);
+    Py_DECREF(id);
+    Py_DECREF(oport);
+    if (s == NULL)
+        goto done;
+    if (Py_TYPE(s) != session_type) {
+        PyErr_SetString(PyExc_TypeError, "lean: Session is not the configured class");
+        goto done;
+    }
+    set_slot(s, S_MAPPING, m);
+    set_slot(s, S_TCP_STATE, tcp_state);
+    set_slot(s, S_LAN_IF, PyTuple_GET_ITEM(in_hop, 0));
+    unsigned d[4];
+    rewrite_deltas(src, (uint32_t)oaddr, sport, (unsigned)oport_v, d);
+    set_slot(s, S_O_IPD, PyList_GET_ITEM(u16, d[0]));
+    set_slot(s, S_O_L4D, PyList_GET_ITEM(u16, d[1]));
+    set_slot(s, S_I_IPD, PyList_GET_ITEM(u16, d[2]));
+    set_slot(s, S_I_L4D, PyList_GET_ITEM(u16, d[3]));
+    for (int k = 0; k < 2; k++) {
+        PyObject *rt = k == 0 ? hop : in_hop;
+        PyObject *h = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_HOPS), rt);
+        if (h != NULL) {
+            Py_INCREF(h);
+        } else {
+            if (PyErr_Occurred() || (h = PyObject_CallOneArg(PyTuple_GET_ITEM(st, L_MAKE_HOP), rt)) == NULL)
+                goto done;
+        }
+        set_slot(s, k == 0 ? S_O_HOP : S_I_HOP, h);
+        Py_DECREF(h);
+    }
+    unsigned char ik[12];
+    memcpy(ik, p + 16, 4);
+    ik[4] = (unsigned char)(oaddr >> 24);
+    ik[5] = (unsigned char)(oaddr >> 16);
+    ik[6] = (unsigned char)(oaddr >> 8);
+    ik[7] = (unsigned char)oaddr;
+    put16(ik + 8, dport);
+    put16(ik + 10, (unsigned)oport_v);
+    if ((ikey = PyBytes_FromStringAndSize((const char *)ik, 12)) == NULL)
+        goto done;
+    PyObject *addargs[3] = {s, okey, ikey};
+    if ((obj = PyObject_Vectorcall(PyTuple_GET_ITEM(st, L_ADD), addargs, 3, NULL)) == NULL)
+        goto done;
+    Py_CLEAR(obj);
+    /* ---- the packet: the fast path's rewrite, then MSS clamping (Router._emit) ---- */
+    unsigned c = fold_apply(be16(p + 10), d[0]);
+    p[8] = (unsigned char)(ttl - 1);
+    put16(p + 10, c);
+    p[12] = (unsigned char)(oaddr >> 24);
+    p[13] = (unsigned char)(oaddr >> 16);
+    p[14] = (unsigned char)(oaddr >> 8);
+    p[15] = (unsigned char)oaddr;
+    put16(p + 20, (unsigned)oport_v);
+    unsigned co = proto == 6 ? 36 : 26, old = be16(p + co);
+    if (old || proto == 6) {
+        unsigned c4 = fold_apply(old, d[1]);
+        put16(p + co, c4 || proto == 6 ? c4 : 0xFFFF);
+    }
+    PyObject *counters = PyTuple_GET_ITEM(st, L_COUNTERS);
+    if (count(counters, str_slow_path_packets) < 0)
+        goto done;
+    if (limit >= 0 && clamp_mss(p, np, (unsigned)limit) && count(counters, str_tcp_mss_clamped) < 0)
+        goto done;
+    PyObject *rt = PyTuple_GET_ITEM(st, L_ROUTER);
+    PyObject *clock = PyObject_GetAttr(rt, str_clock);
+    if (clock == NULL)
+        goto done;
+    r = PyObject_RichCompareBool(now, clock, Py_GT);
+    Py_DECREF(clock);
+    if (r < 0 || (r && PyObject_SetAttr(rt, str_clock, now) < 0))
+        goto done;
+    *oif_out = Py_NewRef(oif);
+    *nh_out = Py_NewRef(nh);
+    result = 1;
+done:
+    Py_XDECREF(srcl);
+    Py_XDECREF(dstl);
+    Py_XDECREF(hop);
+    Py_XDECREF(in_hop);
+    Py_XDECREF(okey);
+    Py_XDECREF(ikey);
+    Py_XDECREF(m);
+    Py_XDECREF(s);
+    Py_XDECREF(obj);
+    return result;
+}
+
 /* ------------------------------------------------------------------ fast() */
 
-/* fast(fast_tables, interface, packet, now, Output) -> [Output] | None */
+/* The lean path for the engine's API (a packet that missed the fast path): [Output] or None. */
+static PyObject *
+fast_lean(PyObject *st, PyObject *iface, const unsigned char *p, Py_ssize_t n, PyObject *now, PyObject *output)
+{
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, n + 4); /* room for an added MSS option */
+    if (buf == NULL)
+        return NULL;
+    unsigned char *b = (unsigned char *)PyBytes_AS_STRING(buf);
+    memcpy(b, p, (size_t)n);
+    PyObject *oif = NULL, *nh = NULL;
+    Py_ssize_t len = n;
+    int r = lean(st, iface, b, &len, n + 4, now, &oif, &nh);
+    if (r <= 0) {
+        Py_DECREF(buf);
+        if (r < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *pkt = PyBytes_FromStringAndSize((const char *)b, len);
+    Py_DECREF(buf);
+    PyObject *o = NULL, *result = NULL;
+    if (pkt != NULL) {
+        PyObject *callargs[3] = {oif, nh, pkt};
+        o = PyObject_Vectorcall(output, callargs, 3, NULL);
+    }
+    if (o != NULL && (result = PyList_New(1)) != NULL)
+        PyList_SET_ITEM(result, 0, Py_NewRef(o));
+    Py_XDECREF(o);
+    Py_XDECREF(pkt);
+    Py_DECREF(oif);
+    Py_DECREF(nh);
+    return result;
+}
+
+/* fast(fast_tables, interface, packet, now, Output[, lean_state]) -> [Output] | None */
 static PyObject *
 fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "fast() takes 5 arguments");
+    if (nargs != 5 && nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "fast() takes 5 or 6 arguments");
         return NULL;
     }
+    PyObject *lean_state = nargs == 6 && PyTuple_CheckExact(args[5]) && PyTuple_GET_SIZE(args[5]) == L_LEN
+                           ? args[5] : NULL;
     PyObject *tables = args[0], *iface = args[1], *packet = args[2], *now = args[3], *output = args[4];
     if (!PyDict_CheckExact(tables) || !PyBytes_CheckExact(packet))
         Py_RETURN_NONE;
@@ -285,6 +743,8 @@ fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (s == NULL) {
         if (PyErr_Occurred())
             return NULL;
+        if (lean_state != NULL)
+            return fast_lean(lean_state, iface, p, n, now, output);
         Py_RETURN_NONE;
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, n);
@@ -421,8 +881,10 @@ struct call {
     PyObject *egress;
     PyObject *now;
     long partial_max;
-    PyObject *lean;         /* Router.lean.first, or NULL */
+    PyObject *lean;         /* the lean path's state (LeanPath.c_state), or NULL */
     PyObject *send;         /* Daemon._send, for outputs this file cannot send itself */
+    PyObject *error;        /* Daemon._lean_error(interface, exception) */
+    PyObject *output;       /* the Output class */
     PyObject *name;         /* the interface being walked */
     struct port ports[MAX_PORTS];
     int nports;
@@ -626,12 +1088,12 @@ struct rxlink {
 
 /*
  * The frame at ring offset off, which the fast path did not take, through the
- * lean path (passnat/nat/lean.py: the first packet of a plain NAPT flow):
- * 1 when it was handled (its output queued here, or sent by the daemon's
- * _send), 0 when the lean path declined it (nothing changed: slow() takes it).
+ * lean path (lean() above; passnat/nat/lean.py): 1 when it was handled (its
+ * output queued here, or sent by the daemon's _send when its next hop needs
+ * ARP), 0 when the lean path declined it (nothing changed: slow() takes it).
  * The same conditions as the daemon's _frame before it calls Router.handle,
  * which would reach the lean path for this frame: no super-frame, no partial
- * checksum, IPv4.
+ * checksum, no VLAN tag, IPv4.
  */
 static int
 lean_one(struct call *c, Py_ssize_t off)
@@ -646,66 +1108,68 @@ lean_one(struct call *c, Py_ssize_t off)
     const unsigned char *eth = f + mac;
     unsigned char *p = f + net;
     Py_ssize_t n = ((Py_ssize_t)p[2] << 8) | p[3];
-    if (eth[12] != 0x08 || eth[13] != 0x00 || n < 28 || (Py_ssize_t)net + n > (Py_ssize_t)mac + (Py_ssize_t)snap)
+    if (eth[12] != 0x08 || eth[13] != 0x00 || n < 28 || (Py_ssize_t)net + n > (Py_ssize_t)mac + (Py_ssize_t)snap
+        || n > 2048)
         return 0;
-    PyObject *pkt = PyBytes_FromStringAndSize((const char *)p, n);
-    if (pkt == NULL) {
-        PyErr_Clear();
+    unsigned char orig[2048]; /* the packet as received: what an ICMP error quotes if ARP fails */
+    memcpy(orig, p, (size_t)n);
+    PyObject *oif = NULL, *nh = NULL;
+    Py_ssize_t len = n;
+    int r = lean(c->lean, c->name, p, &len, c->frame_size - (Py_ssize_t)net, c->now, &oif, &nh);
+    if (r == 0)
         return 0;
-    }
-    PyObject *args[3] = {c->name, pkt, c->now};
-    PyObject *outs = PyObject_Vectorcall(c->lean, args, 3, NULL);
-    if (outs == NULL) {
-        /* as Router.handle raising in _frame: the frame is dropped, an internal error counted */
-        Py_DECREF(pkt);
-        PyErr_Clear();
-        c->st[ST_CB_ERRORS]++;
-        return 1;
-    }
-    if (outs == Py_None) {
-        Py_DECREF(outs);
-        Py_DECREF(pkt);
-        return 0;
-    }
-    int done = 0;
-    if (PyList_CheckExact(outs) && PyList_GET_SIZE(outs) == 1) {
-        /* the usual case: one packet, to a resolved next hop: into this slot and queued */
-        PyObject *o = PyList_GET_ITEM(outs, 0);
-        PyObject *oif = PyObject_GetAttrString(o, "interface"), *nh = PyObject_GetAttrString(o, "next_hop");
-        PyObject *opkt = PyObject_GetAttrString(o, "packet");
-        PyErr_Clear();
-        if (oif && nh && opkt && PyBytes_CheckExact(opkt)) {
-            Py_ssize_t on = PyBytes_GET_SIZE(opkt);
-            PyObject *entry = PyDict_GetItemWithError(c->egress, oif);
-            struct port *pt = entry ? get_port(c, entry) : NULL;
-            PyObject *hdrobj = pt ? neighbour_header(pt, nh) : NULL;
-            PyErr_Clear();
-            if (hdrobj != NULL && (Py_ssize_t)net + on <= c->frame_size) {
-                memcpy(p, PyBytes_AS_STRING(opkt), (size_t)on);
-                unsigned char *l2 = p - L2_LEN;
-                memcpy(l2, PyBytes_AS_STRING(hdrobj), L2_LEN);
-                queue_frame(pt, l2, on + L2_LEN);
-                done = 1;
-            }
-            Py_XDECREF(hdrobj);
-        }
-        Py_XDECREF(oif);
-        Py_XDECREF(nh);
-        Py_XDECREF(opkt);
-    }
-    if (!done) {
-        /* anything else (ARP to resolve, several packets): the daemon's _send, after what is queued */
-        flush_all(c);
-        PyObject *sargs[4] = {outs, c->name, pkt, c->now};
-        PyObject *r = PyObject_Vectorcall(c->send, sargs, 4, NULL);
-        if (r == NULL) {
+    if (r < 0) {
+        /* as Router.handle raising in _frame: the frame is dropped, the error counted and logged */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL && value != NULL)
+            PyException_SetTraceback(value, tb);
+        PyObject *eargs[2] = {c->name, value ? value : Py_None};
+        PyObject *res = PyObject_Vectorcall(c->error, eargs, 2, NULL);
+        if (res == NULL) {
             PyErr_Clear();
             c->st[ST_CB_ERRORS]++;
         }
-        Py_XDECREF(r);
+        Py_XDECREF(res);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return 1;
     }
-    Py_DECREF(outs);
-    Py_DECREF(pkt);
+    PyObject *entry = PyDict_GetItemWithError(c->egress, oif);
+    struct port *pt = entry ? get_port(c, entry) : NULL;
+    PyObject *hdrobj = pt ? neighbour_header(pt, nh) : NULL;
+    PyErr_Clear();
+    if (hdrobj != NULL) {
+        unsigned char *l2 = p - L2_LEN;
+        memcpy(l2, PyBytes_AS_STRING(hdrobj), L2_LEN);
+        Py_DECREF(hdrobj);
+        queue_frame(pt, l2, len + L2_LEN);
+    } else {
+        /* the next hop needs ARP: the daemon's _send queues it, after what is queued here */
+        flush_all(c);
+        PyObject *pkt = PyBytes_FromStringAndSize((const char *)p, len);
+        PyObject *in = PyBytes_FromStringAndSize((const char *)orig, n);
+        PyObject *oargs[3] = {oif, nh, pkt};
+        PyObject *o = pkt && in ? PyObject_Vectorcall(c->output, oargs, 3, NULL) : NULL;
+        PyObject *outs = o ? PyList_New(1) : NULL;
+        if (outs != NULL)
+            PyList_SET_ITEM(outs, 0, Py_NewRef(o));
+        PyObject *sargs[4] = {outs, c->name, in, c->now};
+        PyObject *res = outs ? PyObject_Vectorcall(c->send, sargs, 4, NULL) : NULL;
+        if (res == NULL) {
+            PyErr_Clear();
+            c->st[ST_CB_ERRORS]++;
+        }
+        Py_XDECREF(res);
+        Py_XDECREF(outs);
+        Py_XDECREF(o);
+        Py_XDECREF(pkt);
+        Py_XDECREF(in);
+    }
+    Py_DECREF(oif);
+    Py_DECREF(nh);
     return 1;
 }
 
@@ -791,7 +1255,8 @@ release_links(struct rxlink *links, int n)
 }
 
 /*
- * ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send) -> frames walked
+ * ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send, error, Output)
+ *   -> frames walked
  *
  *   links        a tuple of (interface, ring, frame_nr, frame_size, plain, state, slow) per link:
  *                  ring        the mmap'ed TPACKET_V2 ring (frame_nr slots of frame_size bytes)
@@ -806,9 +1271,11 @@ release_links(struct rxlink *links, int n)
  *   partial_max  Daemon.partial_max
  *   spin_ns      after frames were walked and none is waiting, keep looking this long
  *                before returning (0: return at once)
- *   lean         Router.lean.first, or None: a frame the fast path does not take is offered
- *                to it before slow() (the first packet of a plain NAPT flow); its output is
- *                sent from here, or by send(outputs, interface, packet, now) (Daemon._send)
+ *   lean         the lean path's state (LeanPath.c_state), or None: a frame the fast path does
+ *                not take goes through lean() before slow() (the first packet of a plain NAPT
+ *                flow); its output is sent from here, or by send(outputs, interface, packet,
+ *                now) (Daemon._send) when its next hop needs ARP; error(interface, exception)
+ *                reports an exception it raised (Daemon._lean_error)
  *
  * The links take turns, CHUNK frames each, until none has a frame waiting (and
  * the spin found none) or the budget is spent.  In each ring, the slots the
@@ -823,8 +1290,8 @@ release_links(struct rxlink *links, int n)
 static PyObject *
 ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "ring_rx() takes 10 arguments");
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx() takes 12 arguments");
         return NULL;
     }
     PyObject *lks = args[0];
@@ -834,8 +1301,12 @@ ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     c.egress = args[5];
     c.lean = args[8] == Py_None ? NULL : args[8];
     c.send = args[9];
-    if ((c.lean != NULL && !PyCallable_Check(c.lean)) || !PyCallable_Check(c.send)) {
-        PyErr_SetString(PyExc_TypeError, "ring_rx(): lean must be a callable or None, send a callable");
+    c.error = args[10];
+    c.output = args[11];
+    if ((c.lean != NULL && (!PyTuple_CheckExact(c.lean) || PyTuple_GET_SIZE(c.lean) != L_LEN))
+        || !PyCallable_Check(c.send) || !PyCallable_Check(c.error) || !PyCallable_Check(c.output)) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx(): lean must be the lean path's state or None, send, error "
+                                         "and Output callables");
         return NULL;
     }
     if (!PyTuple_CheckExact(lks) || PyTuple_GET_SIZE(lks) > MAX_LINKS || !PyDict_CheckExact(args[4])
@@ -928,9 +1399,10 @@ static PyMethodDef methods[] = {
     {"configure", (PyCFunction)configure, METH_O,
      "configure(Session) -> None: where the Session class keeps the slots the fast path reads"},
     {"fast", (PyCFunction)(void (*)(void))fast, METH_FASTCALL,
-     "fast(tables, interface, packet, now, Output) -> [Output] or None (take the slow path)"},
+     "fast(tables, interface, packet, now, Output[, lean_state]) -> [Output] or None (take the slow path)"},
     {"ring_rx", (PyCFunction)(void (*)(void))ring_rx, METH_FASTCALL,
-     "ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send) -> frames walked:\n"
+     "ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send, error, Output)\n"
+     "-> frames walked:\n"
      "walk TPACKET_V2 rings in turn, forwarding established flows, handing every other frame to\n"
      "its link's slow(offset, now)"},
     {NULL, NULL, 0, NULL},
@@ -946,6 +1418,21 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     str_count = PyUnicode_InternFromString("count");
+    str_slow_path_packets = PyUnicode_InternFromString("slow_path_packets");
+    str_tcp_mss_clamped = PyUnicode_InternFromString("tcp_mss_clamped");
+    str_clock = PyUnicode_InternFromString("_clock");
+    str_out_port = PyUnicode_InternFromString("out_port");
+    kw_keep = Py_BuildValue("(s)", "keep");
+    int_0 = PyLong_FromLong(0);
+    int_1 = PyLong_FromLong(1);
+    int_6 = PyLong_FromLong(6);
+    int_17 = PyLong_FromLong(17);
+    int_1023 = PyLong_FromLong(1023);
+    int_1024 = PyLong_FromLong(1024);
+    int_65535 = PyLong_FromLong(65535);
+    if (!str_slow_path_packets || !str_tcp_mss_clamped || !str_clock || !str_out_port || !kw_keep || !int_0
+        || !int_1 || !int_6 || !int_17 || !int_1023 || !int_1024 || !int_65535)
+        return NULL;
     int_one = PyLong_FromLong(1);
     use_mmsg = getenv("PASSNAT_TX_SEND") == NULL; /* PASSNAT_TX_SEND=1: one send() per frame (to compare) */
     if (str_count == NULL || int_one == NULL)

@@ -11,21 +11,28 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
+_built: ModuleType | None
 _module: ModuleType | None
 _reason: str
+try:
+    from passnat import _speedups as _built  # type: ignore[attr-defined,no-redef]
+    _reason = "passnat._speedups is built"
+except ImportError as e:  # pragma: no cover - depends on the build
+    _built, _reason = None, f"passnat._speedups is not built ({e})"
+_module = _built
 if os.environ.get("PASSNAT_PURE"):
     _module, _reason = None, "PASSNAT_PURE is set"
-else:
-    try:
-        from passnat import _speedups as _module  # type: ignore[attr-defined,no-redef]
-        _reason = "passnat._speedups is built"
-    except ImportError as e:  # pragma: no cover - depends on the build
-        _module, _reason = None, f"passnat._speedups is not built ({e})"
 
 
 def module() -> ModuleType | None:
     """The compiled module, or None when the pure-Python data plane runs."""
     return _module
+
+
+def built() -> ModuleType | None:
+    """The compiled module if it is built, whatever ``PASSNAT_PURE`` says: tests that compare the
+    compiled paths with the Python ones use it (the router and the daemon use ``module()``)."""
+    return _built
 
 
 def mode() -> str:

@@ -340,9 +340,9 @@ class Daemon:
         if self.ring_rx is not None:
             # the C loop: established flows forwarded in C, every other frame through _frame
             fast = self.capture is None and now < router.deadline
-            lean = self._lean if fast and router.lean is not None else None
+            lean = router.lean.c_state if fast and router.lean is not None else None
             done = self.ring_rx(entries, budget, now, fast, router.fast_tables, self._egress,
-                                self.partial_max, spin_ns, lean, self._send)
+                                self.partial_max, spin_ns, lean, self._send, self._lean_error, Output)
         else:
             done = self._walk_python(links, budget, now)
         for lk, b in zip(links, before):
@@ -358,16 +358,16 @@ class Daemon:
                 return True
         return False
 
-    def _lean(self, interface: str, pkt: bytes, now: float) -> list[Output] | None:
-        """The lean path for the C loop (a frame its fast path did not take): what
-        ``Router.handle`` would do for a new plain NAPT flow, or None (``_frame`` takes it)."""
-        lean = self.router.lean
-        assert lean is not None
-        try:
-            return lean.first(interface, pkt, now)
-        except Exception:  # noqa: BLE001 -- as in _frame: counted and logged, the frame dropped
-            self._internal_error(f"frame on {interface}")
-            return []
+    def _lean_error(self, interface: str, exc: BaseException | None) -> None:
+        """An exception the C loop's lean path raised (as Router.handle raising in ``_frame``):
+        counted as an internal error and logged with its traceback; the frame was dropped."""
+        self.counters[LinkDrop.INTERNAL_ERROR.value] += 1
+        mono = time.monotonic()
+        if mono - self._error_logged >= 10.0:
+            self._error_logged = mono
+            log.error("internal error while processing a frame on %s (dropped; counted as %s; further errors "
+                      "are logged at most every 10 s)", interface, LinkDrop.INTERNAL_ERROR.value,
+                      exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None)
 
     def _walk_python(self, links: tuple[Link, ...], budget: int, now: float) -> int:
         """``_speedups.ring_rx`` in Python (PASSNAT_PURE=1, or no compiler when passnat was

@@ -21,6 +21,12 @@ tests/nat/test_lean.py runs the same packets through routers with and
 without the lean path and compares everything.
 
 ICMP echo, ESP, GRE and every ALG protocol stay on the full path.
+
+passnat/_speedups.c ``lean`` is the same function in C (the C fast path and
+the daemon's C receive loop call it when a packet misses the fast path);
+``configure`` hands it ``c_state``, the router's dicts and the table's methods
+it reads and calls, so the two make the same sessions (test_lean.py checks C,
+Python and the full pipeline against each other).
 """
 from __future__ import annotations
 
@@ -62,12 +68,14 @@ class LeanPath:
         self.tcp_first: list[tuple[Any, str, float]] = []
         self.udp = self.udp_dns = ("udp", 0.0)
         self.dns_ports: frozenset[int] = frozenset()
+        self.c_state: tuple[Any, ...] | None = None  # what _speedups.c lean reads (L_*)
 
     def configure(self) -> None:
         """Which interfaces the lean path serves under the router's current configuration."""
         r = self.router
         assert r.static is not None
         self._hops = {}
+        self.c_state = None
         if r.filter.active:
             self.ingress = frozenset()  # the filter runs per packet on the slow path
             self.egress = {}
@@ -90,6 +98,11 @@ class LeanPath:
             if g is None or name in static_ifs:
                 continue
             self.egress[name] = (g, r.mtu(name), r.ifaces[name].mss, r.napt_private.get(name, []))
+        t = r.table
+        self.c_state = (self.ingress, self.egress, self.mss, r.local_addrs, r.broadcasts, r._hops, r.hop,
+                        self.tcp_first, self.udp, self.udp_dns, self.dns_ports, self._hops, self._hop,
+                        t.out_flows, r._counters, r, U16, t.admit, t.mapping_for, t.new_id, t.add, Session,
+                        t.rng is None, "napt", "tcpudp")
 
     def _hop(self, route: tuple[str, str]) -> Any:
         """The shared Hop (flow.py) of a fast-path direction that takes ``route`` (Router.hop)."""

@@ -63,15 +63,16 @@ from passnat.packet.ipv4 import (
     parse,
 )
 from passnat.packet.tcp import SYN, clamp_mss
+from passnat.speedups import built as speedups_built
 from passnat.speedups import module as speedups_module
 
 log = logging.getLogger("passnat.nat")
 
-_speedups = speedups_module()  # the optional C build of the fast path (passnat/_speedups.c); same bytes
-_c_fast = None
-if _speedups is not None:
-    _speedups.configure(Session)  # where the fast path finds a session's slots
-    _c_fast = _speedups.fast
+_built = speedups_built()  # the optional C build of the fast path (passnat/_speedups.c); same bytes
+if _built is not None:
+    _built.configure(Session)  # where the fast path finds a session's slots
+_speedups = speedups_module()  # None with PASSNAT_PURE=1
+_c_fast = _speedups.fast if _speedups is not None else None
 
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
@@ -95,9 +96,14 @@ _UNSOLICITED_DROPS = frozenset(_UNSOLICITED.values()) | {Drop.OTHER_NO_SESSION}
 class Router:
     """The NAT router engine.  See the module docstring for the pipeline."""
 
-    def __init__(self, config: Config, *, seed: int | None = None, speedups: bool = True, lean: bool = True):
+    def __init__(self, config: Config, *, seed: int | None = None, speedups: bool | None = None, lean: bool = True):
+        """``speedups``: None runs the compiled fast path when it runs at all (``PASSNAT_PURE``
+        unset), True runs it whenever it is built (tests comparing the two), False never."""
         self.rng = random.Random(seed)
-        self._cfast = _c_fast if speedups else None
+        if speedups is None:
+            self._cfast = _c_fast
+        else:
+            self._cfast = _built.fast if speedups and _built is not None else None
         self._counters: Counter[str] = Counter()
         self.table = SessionTable(maximum=config.nat.session.maximum,
                                   per_ip=config.nat.session.restricted_per_ip,
@@ -218,7 +224,8 @@ class Router:
             cfast = self._cfast
             if cfast is None:
                 return self._handle(interface, packet, now)
-            out = cfast(self._fast, interface, packet, now, Output)
+            lean = self.lean
+            out = cfast(self._fast, interface, packet, now, Output, lean.c_state if lean is not None else None)
             if out is not None:
                 return out  # type: ignore[no-any-return]
             return self._slow(interface, packet if type(packet) is bytes else bytes(packet), now)

@@ -6,7 +6,7 @@ the wire: ARP answering and resolution, Ethernet framing, partial checksums
 frames, ICMP host unreachable after an ARP failure, the per-turn budget,
 exceptions counted instead of raised, control dispatch and SIGHUP reloads.
 
-Every test runs twice: with the C ring path (passnat._speedups.ring_forward,
+Every test runs twice: with the C receive loop (passnat._speedups.ring_rx,
 which sends on the fake socket's file descriptor) and with the Python loop
 alone (as with PASSNAT_PURE=1).  tests/io/test_ring_forward.py compares the two
 frame by frame.
@@ -23,6 +23,7 @@ from scapy.all import ICMP, IP, TCP, UDP, Ether, raw  # type: ignore[attr-define
 from scapy.layers.inet import IPerror
 from scapy.layers.l2 import ARP
 
+from passnat import speedups
 from passnat.io import daemon as daemon_module
 from passnat.io.afpacket import TP_STATUS_CSUMNOTREADY
 from passnat.io.offload import GSO_TCPV4
@@ -33,8 +34,10 @@ from tests.io.fakes import CONFIG, MACS, PC_MAC, SRV_MAC, FakeTx, arp_frame, che
 def ring_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Run the test with the C ring path, then with the Python loop alone."""
     if request.param == "c":
-        if daemon_module._ring_rx is None:
+        built = speedups.built()
+        if built is None:
             pytest.fail("passnat._speedups is not built (ring_rx missing)")
+        monkeypatch.setattr(daemon_module, "_ring_rx", built.ring_rx)  # also with PASSNAT_PURE set
     else:
         monkeypatch.setattr(daemon_module, "_ring_rx", None)
     yield request.param
@@ -153,7 +156,8 @@ def test_budget_bounds_one_turn_and_errors_are_counted(tmp_path: Path) -> None:
 
     d.router.handle = boom  # type: ignore[method-assign]
     assert d.router.lean is not None
-    d.router.lean.first = boom  # type: ignore[method-assign]  # (the C loop calls it directly)
+    d.router.lean.first = boom  # type: ignore[method-assign]  # (the Python loop's handle() reaches it)
+    d.router.lean.c_state = (None,) * len(d.router.lean.c_state or ())  # the C loop's lean raises too
     new_flow = raw(IP(src="192.168.0.11", dst="203.0.113.10") / UDP(sport=5001, dport=53))  # slow path
     rings["lan0"].put([(eth(new_flow), 0, b"", None)] * 2)
     d._drain(d.links["lan0"])

@@ -38,11 +38,12 @@ from scapy.all import IP, TCP, UDP, Ether, raw  # type: ignore[attr-defined]
 from scapy.layers.inet import IPOption_EOL, IPOption_NOP
 from scapy.layers.l2 import ARP
 
-from passnat.io import daemon as daemon_module
+from passnat import speedups
 from passnat.io.afpacket import TP_STATUS_CSUMNOTREADY
 from passnat.io.daemon import Daemon
 from passnat.io.link import FAST_STATE_LEN, ST_FAST, ST_HEAD, ST_RX_PACKETS, ST_TX_BYTES, ST_TX_PACKETS
 from passnat.io.offload import GSO_TCPV4, GSO_UDP_L4
+from passnat.nat.actions import Output
 from tests.io.fakes import (
     CONFIG,
     MACS,
@@ -82,9 +83,13 @@ FIELDS = ["snap", "len", "mac", "net", "status"]
 FIELD_VALUES = [0, 1, 9, 10, 20, 32, 42, 56, 60, 66, 76, 90, 106, 120, 200, 1514, 1972, 2047, 5000, 0xFFFF, 70000]
 
 
+BUILT = speedups.built()
+RX = BUILT.ring_rx if BUILT is not None else None
+
+
 @pytest.fixture(autouse=True)
 def c_path_built() -> Iterator[None]:
-    if daemon_module._ring_rx is None:
+    if RX is None:
         pytest.fail("passnat._speedups is not built (ring_rx missing)")
     yield
     for tx in FakeTx.opened:
@@ -197,8 +202,7 @@ def run(scenario: list[dict[str, Any]], c_path: bool) -> tuple[dict[str, Any], d
     """Feed the scenario to a fresh daemon; (everything observable, frames the C path forwarded per link)."""
     with tempfile.TemporaryDirectory() as tmp:
         d, rings, txs, clock = make_daemon(Path(tmp), config=CONFIG_F)
-        if not c_path:
-            d.ring_rx = None
+        d.ring_rx = RX if c_path else None  # (C also with PASSNAT_PURE set)
         learn(d, rings)
         for blk in scenario:
             clock.now += blk["dt"]
@@ -313,7 +317,8 @@ def _call_args(d: Daemon, fake: FakeRing, state: Any, slow: Any = None, head: in
     link = tuple(over.pop(k) if k in over else v for k, v in zip(
         ("interface", "ring", "frame_nr", "frame_size", "plain", "state", "slow"), link))
     args = {"links": (link,), "budget": 256, "now": 1.0, "fast": True, "tables": d.router.fast_tables,
-            "egress": d._egress, "partial_max": 1500, "spin_ns": 0, "lean": d.router.lean.first, "send": d._send}
+            "egress": d._egress, "partial_max": 1500, "spin_ns": 0, "lean": d.router.lean.c_state, "send": d._send,
+            "error": d._lean_error, "output": Output}
     args.update(over)
     return list(args.values())
 
@@ -334,6 +339,7 @@ def _state() -> array.array[int]:
 
 def _established(tmp: Path) -> tuple[Daemon, dict[str, FakeRing], dict[str, FakeTx]]:
     d, rings, txs, clock = make_daemon(tmp)
+    d.ring_rx = RX  # the C loop (also with PASSNAT_PURE set)
     learn(d, rings)
     for blk in establish()[:2]:
         clock.now += blk["dt"]
@@ -344,17 +350,20 @@ def _established(tmp: Path) -> tuple[Daemon, dict[str, FakeRing], dict[str, Fake
 
 def test_bad_arguments_are_refused_before_any_slot_is_touched(tmp_path: Path) -> None:
     d, rings, _ = _established(tmp_path)
-    rx = daemon_module._ring_rx
+    rx = RX
+    assert rx is not None
     ring = FakeRing()
     ring.put([build(Spec("out", 0))])
     before = bytes(ring.mm)
     state = _state()
     with pytest.raises(TypeError):
-        rx(*_call_args(d, ring, state)[:9])
+        rx(*_call_args(d, ring, state)[:11])
     with pytest.raises(TypeError):
         rx(*_call_args(d, ring, state, lean=1))
     with pytest.raises(TypeError):
         rx(*_call_args(d, ring, state, send=None))
+    with pytest.raises(TypeError):
+        rx(*_call_args(d, ring, state, lean=(1, 2)))
     with pytest.raises(TypeError):
         rx(*_call_args(d, ring, state, tables=[]))
     with pytest.raises(TypeError):
@@ -386,12 +395,12 @@ def test_the_links_take_turns_and_the_budget_holds(tmp_path: Path) -> None:
     seen: list[str] = []
     la = ("lan0", a.mm, a.frame_nr, a.frame_size, 1514, _state(), lambda off, now: seen.append("a"))
     lb = ("lan0", b.mm, b.frame_nr, b.frame_size, 1514, _state(), lambda off, now: seen.append("b"))
-    n = daemon_module._ring_rx((la, lb), 150, 1.0, True, d.router.fast_tables, d._egress, 1500, 0,
-                               d.router.lean.first, d._send)
+    n = RX((la, lb), 150, 1.0, True, d.router.fast_tables, d._egress, 1500, 0,
+                               d.router.lean.c_state, d._send, d._lean_error, Output)
     assert n == 150 and seen == ["a"] * 64 + ["b"] * 64 + ["a"] * 22
     assert (la[5][ST_HEAD], lb[5][ST_HEAD]) == (86, 64)
-    n = daemon_module._ring_rx((la, lb), 1000, 1.0, True, d.router.fast_tables, d._egress, 1500, 2_000_000,
-                               d.router.lean.first, d._send)
+    n = RX((la, lb), 1000, 1.0, True, d.router.fast_tables, d._egress, 1500, 2_000_000,
+                               d.router.lean.c_state, d._send, d._lean_error, Output)
     assert n == 50 and (la[5][ST_HEAD], lb[5][ST_HEAD]) == (100, 100)  # then nothing more, spin or not
 
 
@@ -408,7 +417,7 @@ def test_unusable_egress_entries_leave_the_frame_to_python(tmp_path: Path, entry
     before = bytes(ring.mm)
     state = _state()
     slow = _Slow()
-    daemon_module._ring_rx(*_call_args(d, ring, state, egress={"lan1": entry}, slow=slow))
+    RX(*_call_args(d, ring, state, egress={"lan1": entry}, slow=slow))
     assert slow.offsets == [0] and state[ST_FAST] == 0 and state[ST_RX_PACKETS] == 1
     assert bytes(ring.mm)[4:] == before[4:] and ring.mm[0] == 0  # untouched but for its status
 
@@ -428,7 +437,7 @@ def test_hostile_ring_contents_never_crash(data: bytes, head: int, budget: int, 
         before = bytes(ring.mm)
         slow = _Slow()
         state = _state()
-        done = daemon_module._ring_rx(*_call_args(d, ring, state, slow=slow, head=head, budget=budget))
+        done = RX(*_call_args(d, ring, state, slow=slow, head=head, budget=budget))
         walked = []
         i = head
         while len(walked) < budget and i in ready and i not in walked:
@@ -501,7 +510,7 @@ def test_real_send_socket_on_a_socketpair_gets_the_whole_frame() -> None:
         ring = FakeRing()
         frame = build(Spec("out", 0, size=7))
         ring.put([frame])
-        daemon_module._ring_rx(*_call_args(d, ring, _state(), egress=egress))
+        RX(*_call_args(d, ring, _state(), egress=egress))
         got = b.recv(4096)
         assert got[:10] == bytes(10) and Ether(got[10:])[IP].src == WAN
         assert len(got) == 10 + len(frame[0])
@@ -513,8 +522,7 @@ def test_send_errors_are_counted_by_errno(tmp_path: Path) -> None:
     for c_path in (True, False):
         (tmp_path / str(c_path)).mkdir()
         d, rings, txs, clock = make_daemon(tmp_path / str(c_path))
-        if not c_path:
-            d.ring_rx = None
+        d.ring_rx = RX if c_path else None  # (C also with PASSNAT_PURE set)
         learn(d, rings)
         for blk in establish()[:2]:
             clock.now += blk["dt"]
@@ -538,7 +546,7 @@ def test_new_flows_take_the_lean_path_in_the_loop(tmp_path: Path) -> None:
     slow = _Slow()
     lan1 = d._egress["lan1"][2]
     sent_before = lan1[ST_TX_PACKETS]
-    assert daemon_module._ring_rx(*_call_args(d, ring, _state(), slow=slow)) == 2
+    assert RX(*_call_args(d, ring, _state(), slow=slow)) == 2
     assert slow.offsets == []
     assert {(s["inside_port"], s["remote"]) for s in d.router.sessions(1.0)} >= {(41000, SRV), (41001, "203.0.113.77")}
     assert lan1[ST_TX_PACKETS] == sent_before + 1  # the first from C; the second waits for ARP

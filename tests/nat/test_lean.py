@@ -1,9 +1,10 @@
-"""The lean path (passnat/nat/lean.py) against the full pipeline.
+"""The lean path (passnat/nat/lean.py, and its C build in passnat/_speedups.c) against the full pipeline.
 
-Two routers with the same configuration and seed, one with the lean path and
-one without, get the same packets at the same times: every output (interface,
-next hop, bytes), every counter, every session record and every session's
-internal rewrite state must be identical.  The packets are generated to sit on
+Three routers with the same configuration and seed -- the lean path in C (the
+C fast path calls it), the lean path in Python, and no lean path at all -- get
+the same packets at the same times: every output (interface, next hop, bytes),
+every counter, every session record and every session's internal rewrite
+state must be identical.  The packets are generated to sit on
 the edges of what the lean path takes (SYN and other flags, PPTP and IKE
 ports, DNS ports, TTL 1, fragments, options, padding, bad checksums, martian
 and local addresses, the MTU, MSS clamping, limits, port exhaustion) and come
@@ -22,6 +23,7 @@ from scapy.all import IP, TCP, UDP, raw  # type: ignore[attr-defined]
 from scapy.layers.inet import IPOption_NOP
 
 import passnat
+from passnat import speedups
 from passnat.nat.lean import LeanPath
 from tests.nat.helpers import BASE, verify
 
@@ -116,35 +118,40 @@ class Spy(LeanPath):
         return out
 
 
-def pair(extra: str) -> tuple[passnat.Router, passnat.Router]:
-    lean = passnat.Router(passnat.parse_config(BASE + extra), seed=3)
-    lean.lean = Spy(lean)
-    lean.lean.configure()
+def trio(extra: str) -> tuple[passnat.Router, passnat.Router, passnat.Router]:
+    """(C lean path, Python lean path, full pipeline only)."""
+    if speedups.built() is None:
+        pytest.fail("passnat._speedups is not built")
+    c = passnat.Router(passnat.parse_config(BASE + extra), seed=3, speedups=True)
+    py = passnat.Router(passnat.parse_config(BASE + extra), seed=3, speedups=False)
+    py.lean = Spy(py)
+    py.lean.configure()
     full = passnat.Router(passnat.parse_config(BASE + extra), seed=3, lean=False)
-    assert full.lean is None
-    return lean, full
+    assert full.lean is None and c._cfast is not None and py._cfast is None
+    return c, py, full
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seq=st.lists(packets(), min_size=1, max_size=25))
 def test_lean_equals_full_pipeline(name: str, seq: list[tuple[str, bytes, float]]) -> None:
-    lean, full = pair(CONFIGS[name])
+    routers = trio(CONFIGS[name])
     t = 0.0
     for iface, pkt, dt in seq:
         t += dt
-        a, b = lean.handle(iface, pkt, t), full.handle(iface, pkt, t)
-        assert outputs(a) == outputs(b)
-        for o in a:
-            verify(o.packet)
+        outs = [outputs(r.handle(iface, pkt, t)) for r in routers]
+        assert outs[0] == outs[1] == outs[2]
+        for _, _, packet in outs[0]:
+            verify(packet)
         # the replies too: the sessions the lean path made must work both ways
-        for o in a:
-            if o.interface == "lan1" and len(o.packet) >= 24:
-                reply = o.packet[:12] + o.packet[16:20] + o.packet[12:16] + o.packet[22:24] + o.packet[20:22] + o.packet[24:]
-                reply = _fix(reply)
-                assert outputs(lean.handle("lan1", reply, t)) == outputs(full.handle("lan1", reply, t))
-    assert state(lean, t) == state(full, t)
-    assert state(lean, t + 1000) == state(full, t + 1000)
+        for oif, _, o in outs[0]:
+            if oif == "lan1" and len(o) >= 24:
+                reply = _fix(o[:12] + o[16:20] + o[12:16] + o[22:24] + o[20:22] + o[24:])
+                back = [outputs(r.handle("lan1", reply, t)) for r in routers]
+                assert back[0] == back[1] == back[2]
+    for when in (t, t + 1000):
+        c, py, full = (state(r, when) for r in routers)
+        assert c == full and py == full
 
 
 def _fix(pkt: bytes) -> bytes:
@@ -159,23 +166,27 @@ def _fix(pkt: bytes) -> bytes:
 
 
 def test_the_lean_path_is_taken_for_plain_flows() -> None:
-    lean, full = pair("")
+    c, py, full = trio("interface lan1 tcp-mss 1300\n")
+    assert c.lean is not None
+    c.lean.first = None  # type: ignore[assignment,method-assign]  # the C build never calls the Python one
     Spy.taken = 0
     for i in range(20):
         syn = raw(IP(src="192.168.0.11", dst="198.51.100.7") / TCP(sport=40000 + i, dport=443, flags="S"))
         dns = raw(IP(src="192.168.0.12", dst="198.51.100.8") / UDP(sport=30000 + i, dport=53) / b"q")
         for p in (syn, dns):
-            assert outputs(lean.handle("lan0", p, 1.0)) == outputs(full.handle("lan0", p, 1.0))
+            outs = [outputs(r.handle("lan0", p, 1.0)) for r in (c, py, full)]
+            assert outs[0] == outs[1] == outs[2]
     assert Spy.taken == 40
-    assert state(lean, 1.0) == state(full, 1.0)
-    recs = {(r["protocol"], r["timer"]) for r in lean.sessions(1.0)}
+    assert state(c, 1.0) == state(py, 1.0) == state(full, 1.0)
+    recs = {(r["protocol"], r["timer"]) for r in c.sessions(1.0)}
     assert recs == {("tcp", "tcp-synonly"), ("udp", "dns")}
+    assert c.counters()["tcp_mss_clamped"] == 20 and c.counters()["slow_path_packets"] == 40
 
 
 @pytest.mark.parametrize("extra", ["filter add f1 interface lan1 direction out action pass protocol udp\n",
                                    "nat static add 192.168.0.11 203.0.113.5 interface lan1\n"])
 def test_the_lean_path_stands_aside_for_filters_and_static_nat(extra: str) -> None:
-    lean, _ = pair(extra)
+    _, lean, _ = trio(extra)
     Spy.taken = 0
     syn = raw(IP(src="192.168.0.11", dst="198.51.100.7") / TCP(sport=40000, dport=443, flags="S"))
     assert lean.handle("lan0", syn, 1.0)
