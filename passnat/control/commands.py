@@ -12,7 +12,7 @@
 ``show``/``clear`` ask the daemon over the control socket (client.py) and print
 the text form (format.py) or, with ``--json``, the data as JSON.  Exit status:
 0 success, 1 the daemon refused the request, 2 usage, 3 no daemon, 4
-permission denied.
+permission denied, 5 the daemon is busy (every control connection slot in use).
 """
 from __future__ import annotations
 
