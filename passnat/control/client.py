@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 from passnat.control.protocol import encode
@@ -31,12 +32,25 @@ class ClientError(Exception):
         self.status = status
 
 
+def _connect(s: socket.socket, path: str, deadline: float) -> None:
+    """Connect, retrying while the daemon's accept queue is full (EAGAIN on a Unix socket):
+    the daemon drains it every loop turn."""
+    while True:
+        try:
+            s.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+            time.sleep(0.02)
+
+
 def request(path: str, op: str, timeout: float = 10.0, **args: Any) -> Any:
     hint = "is `passnat run` running? Its --control PATH must match this command's"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
-            s.connect(path)
+            _connect(s, path, time.monotonic() + timeout)
             s.sendall(encode({"op": op, **args}))
             chunks = []
             while True:

@@ -41,6 +41,7 @@ log = logging.getLogger("passnat.control")
 MAX_CLIENTS = 64
 REQUEST_TIMEOUT = 5.0  # seconds from connect to the end of the request line
 IDLE_TIMEOUT = 10.0  # seconds without the client taking a byte of its answer
+LISTEN_BACKLOG = 256  # connections the kernel queues until the loop accepts them
 
 Dispatch = Callable[[dict[str, Any]], Any]
 
@@ -111,7 +112,7 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        sock.listen(MAX_CLIENTS)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
         return sock
 
@@ -222,14 +223,21 @@ class ControlServer:
                 self._close(c)
 
     def close(self) -> None:
-        for c in list(self.clients.values()):
-            self._close(c)
-        self.reactor.unwatch(self.sock.fileno())
-        self.sock.close()
+        """Close every connection and the listening socket; the socket file is removed
+        whatever else fails."""
         try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+            for c in list(self.clients.values()):
+                try:
+                    self._close(c)
+                except OSError:
+                    pass
+            self.reactor.unwatch(self.sock.fileno())
+            self.sock.close()
+        finally:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 def _drain(conn: socket.socket) -> None:

@@ -164,12 +164,17 @@ class Link:
                 | {"rx_checksum_partial": self.csum_partial, "rx_fast_path": self.rx_fast}}
 
     def close(self) -> None:
-        if self.ring is not None:
-            self.ring.close()
-            self.ring = None
-        if self.tx is not None:
-            self.tx.close()
-            self.tx = None
-        if self.offloads is not None:
-            ethtool.restore(self.offloads)
-            self.offloads = None
+        """Close the sockets and restore the offloads -- the offloads even when a close fails."""
+        ring, self.ring = self.ring, None
+        tx, self.tx = self.tx, None
+        offloads, self.offloads = self.offloads, None
+        try:
+            if ring is not None:
+                ring.close()
+        finally:
+            try:
+                if tx is not None:
+                    tx.close()
+            finally:
+                if offloads is not None:
+                    ethtool.restore(offloads)

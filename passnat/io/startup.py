@@ -48,6 +48,7 @@ class RunRequest:
     log_level: str = "info"
     capture: str | None = None
     http: str | None = None  # ADDRESS:PORT for the status page and /metrics
+    state_interval: float = 60.0
 
 
 def setup_logging(level: str) -> None:
@@ -149,18 +150,20 @@ def run(req: RunRequest) -> int:
         return _refuse([f"another passnat daemon answers on {req.control_path}"])
     daemon = Daemon(config, DaemonOptions(config_path=req.config_path, attachments=atts,
                                           control_path=req.control_path, state_file=req.state_file,
-                                          host_undo=undo, capture=req.capture, http=req.http))
+                                          host_undo=undo, capture=req.capture, http=req.http,
+                                          state_interval=req.state_interval))
     try:
         daemon.start()
     except (ControlError, HttpError) as e:
         return _refuse([str(e)])
     except OSError as e:
         return _refuse([f"cannot attach to the interfaces: {e.strerror or e}"])
+    status = EXIT_OK
     try:
         daemon.run()
     except Exception:
         log.exception("passnat stopped by an unexpected error")
-        daemon.stop()
-        return EXIT_FAILED
-    daemon.stop()
-    return EXIT_OK
+        status = EXIT_FAILED
+    finally:
+        daemon.stop()  # saves, restores the interfaces and the host setup, removes the socket
+    return status
