@@ -22,6 +22,7 @@ import logging
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from passnat.io import ethtool
@@ -79,13 +80,15 @@ class Link:
         self.counters: Counter[str] = Counter()
         self.superframe_logged = False
         self.qdisc: str | None = None
+        #: called with the offloads about to be switched off, before they are (hostsetup.HostJournal)
+        self.on_offloads: Callable[[ethtool.OffloadState], None] | None = None
 
     def open(self) -> None:
         info = link_info(self.linux)
         self.info = info
         self.mtu = info.mtu
         try:
-            self.offloads = ethtool.disable_receive_offloads(self.linux)
+            self.offloads = ethtool.disable_receive_offloads(self.linux, self.on_offloads)
             self.ring = RxRing(self.linux, self.geometry, info.mtu)
             self.qdisc = link_qdisc(self.linux)
             self.tx = TxSocket(self.linux, qdisc_bypass=self.qdisc == "noqueue")
