@@ -15,7 +15,9 @@ Loop (``run``), one turn:
   3. engine timers (``router.on_timer`` when ``router.deadline`` is reached:
      a cached minimum, not a scan), ARP retries/ageing, ICMP host unreachable
      for packets whose next hop never answered ARP;
-  4. a pending SIGHUP reload or SIGTERM/SIGINT stop.
+  4. a pending SIGHUP reload or SIGTERM/SIGINT stop;
+  5. once a second, housekeeping: control connections that timed out, and the
+     periodic ``--state-file`` save (statefile.Saver, in a forked child).
 
 The receive loop in C: when ``passnat._speedups`` is built (and
 ``PASSNAT_PURE`` is not set), ``_drain_all`` hands every ring to ``ring_rx``.
