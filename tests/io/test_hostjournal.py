@@ -82,8 +82,10 @@ def test_hostile_or_broken_journal_entries_are_ignored(tmp_path: Path, applied: 
 
 def test_a_running_daemons_journal_is_not_touched(tmp_path: Path, applied: dict[str, list[Any]]) -> None:
     path = tmp_path / "control.host.json"
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "passnat"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)", "passnat"],
+                             stdout=subprocess.PIPE)
     try:
+        assert other.stdout is not None and other.stdout.readline() == b"up\n"  # it runs (exec done)
         path.write_text(json.dumps({"pid": other.pid, "offloads": {"lan0": [True, False]}}))
         problem = HostJournal(str(path)).recover()
         assert problem is not None and f"pid {other.pid}" in problem and path.exists()
