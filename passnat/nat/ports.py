@@ -16,8 +16,10 @@ and one word saying which of those 16 have one.  "The first free value at or
 above v" reads at most one word per level, so the nearest free port, a random
 start's next free port and "is this range exhausted" each cost a handful of
 word operations -- the same for the first mapping as for the 64,511th, and the
-same whether SNAPT reserves ports in the range or not.  ``ops`` counts those
-word reads (tests measure the bound with it, not with a clock).
+same whether SNAPT reserves ports in the range or not.  Counters of the free
+values in 0, 1-1023 and 1024-65535 answer "no port left" for the NAPT ranges
+without any search.  ``ops`` counts the word reads (tests measure the bound
+with it, not with a clock).
 
 Memory: an untouched pool shares one word object 1024 times (about 8 KiB);
 words are replaced as values are taken.
@@ -48,7 +50,7 @@ def _ctz(m: int) -> int:
 
 
 class IdPool:
-    __slots__ = ("used", "_reserved", "rng", "_l0", "_l1", "_l2", "ops")
+    __slots__ = ("used", "_reserved", "rng", "_l0", "_l1", "_l2", "_free", "ops")
 
     def __init__(self, rng: _random.Random | None = None, reserved: Iterable[int] = frozenset()):
         self.used: dict[int, Any] = {}
@@ -56,6 +58,7 @@ class IdPool:
         self._l0 = [_FULL] * (SIZE >> 6)  # bit b of word w: value 64w+b is free
         self._l1 = [_FULL] * (SIZE >> 12)  # bit b of word w: _l0[64w+b] has a free bit
         self._l2 = _TOP_FULL  # bit b: _l1[b] has a free bit
+        self._free = [1, 1023, SIZE - 1024]  # free values in 0, 1-1023, 1024-65535 ("no port left" in O(1))
         self.ops = 0  # bitmap words read by searches (O(1) per operation; see tests)
         self._reserved: frozenset[int] = frozenset()
         self.reserved = frozenset(reserved)
@@ -64,7 +67,12 @@ class IdPool:
 
     def _clear(self, v: int) -> None:
         w = v >> 6
-        m = self._l0[w] & ~(1 << (v & 63))
+        old = self._l0[w]
+        bit = 1 << (v & 63)
+        if not old & bit:
+            return
+        self._free[0 if v == 0 else 1 if v < 1024 else 2] -= 1
+        m = old & ~bit
         self._l0[w] = m
         if not m:
             w1 = w >> 6
@@ -75,7 +83,12 @@ class IdPool:
 
     def _set(self, v: int) -> None:
         w = v >> 6
-        self._l0[w] |= 1 << (v & 63)
+        old = self._l0[w]
+        bit = 1 << (v & 63)
+        if old & bit:
+            return
+        self._free[0 if v == 0 else 1 if v < 1024 else 2] += 1
+        self._l0[w] = old | bit
         self._l1[w >> 6] |= 1 << (w & 63)
         self._l2 |= 1 << (w >> 6)
 
@@ -143,7 +156,23 @@ class IdPool:
 
     def has_free(self, lo: int, hi: int) -> bool:
         """Whether any value in [lo, hi] can be handed out (O(1))."""
-        return self._next_free(lo) <= hi
+        n = self._counted(lo, hi)
+        return n > 0 if n is not None else self._next_free(lo) <= hi
+
+    def _counted(self, lo: int, hi: int) -> int | None:
+        """Free values in [lo, hi] from the counters when the range is made of whole segments
+        (0; 1-1023; 1024-65535), else None."""
+        f = self._free
+        if hi == 65535:
+            if lo == 1024:
+                return f[2]
+            if lo == 1:
+                return f[1] + f[2]
+            if lo == 0:
+                return f[0] + f[1] + f[2]
+        elif hi == 1023 and lo <= 1:
+            return f[1] + (f[0] if lo == 0 else 0)
+        return None
 
     def _mark(self, value: int, owner: Any) -> int:
         self.used[value] = owner
@@ -154,6 +183,8 @@ class IdPool:
         """Allocate a value in [lo, hi] for ``owner``; None when the range is full."""
         if (keep_if_free or preferred in IKE_PORTS) and lo <= preferred <= hi and self.is_free(preferred):
             return self._mark(preferred, owner)
+        if self._counted(lo, hi) == 0:
+            return None  # exhausted: the counters say so without a search
         rng = self.rng
         if rng is not None:
             for _ in range(RANDOM_PROBES):

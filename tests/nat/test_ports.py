@@ -7,10 +7,12 @@ SNAPT port reserved scanned all 64,512 ports.
 """
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -188,6 +190,9 @@ def test_pool_matches_the_policy_and_every_operation_is_bounded(
             before = pool.ops
             assert pool.has_free(lo, hi) == any(ref.free(v) for v in range(lo, hi + 1))
             assert pool.ops - before <= SEARCH_BOUND // 2
+    # the free counters behind "no port left" agree with the bitmap and with the reference
+    assert pool._free == [pool.free_count(0, 0), pool.free_count(1, 1023), pool.free_count(1024, 65535)]
+    assert pool._free[2] == 65536 - 1024 - sum(1 for v in ref.used | ref.reserved if v >= 1024)
 
 
 # ---------------------------------------------------------------- through the engine
@@ -234,3 +239,28 @@ def test_engine_many_hosts_same_ports_then_exhaustion_refusals_are_o1() -> None:
     # the SNAPT port still reaches its server
     out = r.handle("lan1", syn(remote, wan, 5555, 8080), 2.0)
     assert out and out[0].packet[16:20] == socket.inet_aton("10.0.0.9")
+
+
+def test_refusals_on_the_lean_path_equal_the_full_pipeline(caplog: pytest.LogCaptureFixture) -> None:
+    """The lean path (nat/lean.py) refuses a new flow when the range is full exactly as the full
+    pipeline does: same outputs, counters and log lines."""
+    routers = [passnat.Router(passnat.parse_config(CONFIG), seed=1, lean=lean) for lean in (True, False)]
+    wan = _addr("203.0.113.1")
+    for r in routers:
+        for proto in (6, 17):
+            pool = r.table.pool(proto, wan)
+            for v in range(1024, 65536):
+                pool.claim(v, "full")  # every high port taken (8080 stays SNAPT's)
+    remote = _addr("198.51.100.7")
+    logs = []
+    for r in routers:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "passnat"):
+            outs = [r.handle("lan0", syn(_addr("10.0.3.1"), remote, 20000 + i, 443), 5.0 + i * 0.4) for i in range(10)]
+            outs.append(r.handle("lan0", syn(_addr("10.0.3.1"), remote, 999, 443), 9.0))  # the low range is free
+        logs.append([rec.getMessage() for rec in caplog.records])
+        assert outs[:10] == [[]] * 10 and len(outs[10]) == 1
+    assert routers[0].counters() == routers[1].counters()
+    assert routers[0].counters()["nat_no_free_port"] == 10
+    assert logs[0] == logs[1] and len(logs[0]) == 4  # once a second
+    assert routers[0].sessions() == routers[1].sessions()
