@@ -51,7 +51,10 @@ def request(path: str, op: str, timeout: float = 10.0, **args: Any) -> Any:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             _connect(s, path, time.monotonic() + timeout)
-            s.sendall(encode({"op": op, **args}))
+            try:
+                s.sendall(encode({"op": op, **args}))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed at once (busy, not root): its last words may be waiting below
             chunks = []
             while True:
                 try:

@@ -270,3 +270,34 @@ def test_nested_and_huge_json_are_bad_requests_without_traceback(served: Served,
     with pytest.raises(ProtocolError, match="deeply nested"):
         decode_request(b"[" * 5000)
     assert request(served.server.path, "ping") == {"op": "ping"}
+
+
+def test_a_refusal_before_the_request_is_sent_still_reads_the_busy_line(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon may refuse (and close) before the command has sent its request: the send fails
+    with EPIPE, and the busy line the daemon wrote is still read (exit 5, not 3)."""
+    path = str(tmp_path / "c.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    closed = threading.Event()
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        conn.send(b'{"ok":false,"busy":true,"error":"the daemon is busy"}\n')  # (sendall is patched below)
+        conn.close()
+        closed.set()
+    t = threading.Thread(target=refuse)
+    t.start()
+
+    def late_sendall(self: socket.socket, data: bytes) -> None:
+        closed.wait(5)
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(socket.socket, "sendall", late_sendall)
+    try:
+        with pytest.raises(ClientError) as e:
+            request(path, "ping", timeout=5)
+        assert e.value.status == EXIT_BUSY and "busy" in e.value.message
+    finally:
+        t.join(5)
+        listener.close()
