@@ -32,6 +32,7 @@ demo: deps venv
 
 bench: venv
 	$(PY) bench/engine_bench.py
+	$(PY) bench/alloc_bench.py
 
 # passnat vs the kernel's NAT in a namespace lab (root), method of perf-anchors.md B.2 (docs/daemon.md):
 # packet rates (60 B, 1442 B, new flows), overload, TCP, latency; a subset: bench/lab_bench.py --modes ... --rounds 1

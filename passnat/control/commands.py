@@ -1,8 +1,8 @@
 """The operator's subcommands of ``passnat``: run, show, clear, replay (argument parsing only).
 
   passnat run --config FILE [--interface NAME=LINUX ...] [--control PATH]
-              [--log-level LEVEL] [--state-file PATH] [--prepare] [--capture FILE.pcapng]
-              [--http ADDRESS:PORT]
+              [--log-level LEVEL] [--state-file PATH [--state-interval SECONDS]] [--prepare]
+              [--capture FILE.pcapng] [--http ADDRESS:PORT]
   passnat show status nat|filter [--json] [--control PATH]
   passnat show counters|config|arp|metrics [--json] [--control PATH]
   passnat doctor [--json] [--control PATH]
@@ -12,7 +12,7 @@
 ``show``/``clear`` ask the daemon over the control socket (client.py) and print
 the text form (format.py) or, with ``--json``, the data as JSON.  Exit status:
 0 success, 1 the daemon refused the request, 2 usage, 3 no daemon, 4
-permission denied.
+permission denied, 5 the daemon is busy (every control connection slot in use).
 """
 from __future__ import annotations
 
@@ -86,7 +86,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     return run(RunRequest(config_path=args.config, control_path=args.control, mappings=args.interface,
                           state_file=args.state_file, prepare=args.prepare, log_level=args.log_level,
-                          capture=args.capture, http=args.http, spin_us=args.spin_us))
+                          capture=args.capture, http=args.http, spin_us=args.spin_us,
+                          state_interval=args.state_interval))
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value == 0 or 1 <= value <= 86400):
+        raise argparse.ArgumentTypeError("expected 0 (off) or 1-86400 seconds")
+    return value
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -107,7 +118,11 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default info); logs go to stderr")
     r.add_argument("--state-file", metavar="PATH",
-                   help="keep NAT sessions across restarts: load at start, save at a clean stop")
+                   help="keep NAT sessions across restarts and crashes: load at start, save every "
+                        "--state-interval seconds, at SIGHUP and at a clean stop")
+    r.add_argument("--state-interval", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="seconds between periodic saves of --state-file (default 60; 0: only at SIGHUP "
+                        "and at stop)")
     r.add_argument("--capture", metavar="FILE.pcapng",
                    help="write every packet the router sends to this pcapng file (a diagnostic; it grows)")
     r.add_argument("--http", metavar="ADDRESS:PORT",

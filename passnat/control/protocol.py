@@ -10,6 +10,12 @@ Operations (``OPS``): ``status_nat``, ``status_filter``, ``counters``,
 ``config``, ``arp``, ``metrics``, ``doctor``, ``clear_nat`` (argument ``id``: an int, or null for all),
 ``ping``.  The daemon answers only root (``SO_PEERCRED``), and the socket file
 is mode 0600.
+
+Limits: a request line is at most ``MAX_REQUEST`` bytes and holds at most
+``MAX_NESTING`` JSON arrays and objects (a request is one flat object); more
+is a bad request answered with an error, never parsed.  When every
+connection slot is taken the daemon answers ``{"ok": false, "busy": true,
+"error": ...}`` and closes (the commands exit with status 5).
 """
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ import json
 from typing import Any
 
 DEFAULT_CONTROL_PATH = "/run/passnat/control.sock"
-MAX_REQUEST = 64 * 1024
+MAX_REQUEST = 16 * 1024
+MAX_NESTING = 16
 
 OPS = ("status_nat", "status_filter", "counters", "config", "arp", "metrics", "doctor", "clear_nat", "ping")
 
@@ -40,9 +47,13 @@ def _default(obj: Any) -> Any:
 
 def decode_request(raw: bytes) -> dict[str, Any]:
     """Parse one request line; ProtocolError with a message for anything invalid."""
+    if len(raw) > MAX_REQUEST:
+        raise ProtocolError(f"request too long (more than {MAX_REQUEST} bytes)")
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING:
+        raise ProtocolError(f"request too deeply nested (more than {MAX_NESTING} JSON arrays/objects)")
     try:
         req = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ProtocolError(f"request is not JSON: {e}") from None
     if not isinstance(req, dict) or req.get("op") not in OPS:
         raise ProtocolError(f"unknown operation; expected one of {', '.join(OPS)}")

@@ -6,9 +6,19 @@ as the socket lets it; it never blocks the router.  Root only: the socket file
 is created mode 0600 (its directory 0700 when the server creates it) and
 every connection's peer must have uid 0 (``SO_PEERCRED``).
 
-Invariants: at most ``MAX_CLIENTS`` connections at once (more are closed at
-accept); a connection idle for ``CLIENT_TIMEOUT`` seconds is closed;
-``dispatch`` exceptions become error answers, never escape.
+Slots (issue 13): at most ``MAX_CLIENTS`` connections at once, and one slot
+is always kept free for the operator: when a new connection would take the
+last one, the connection that has waited longest without sending its request
+is closed (it gets a ``busy`` error line first).  Only when every other
+connection is being answered is the new one refused, with a ``busy`` error
+line (``passnat show ...`` then exits with status 5).  A connection must send
+its request within ``REQUEST_TIMEOUT`` seconds of connecting, and a client
+that takes no byte of its answer for ``IDLE_TIMEOUT`` seconds is dropped
+(``expire``, from the daemon's housekeeping once a second).
+
+Invariants: ``dispatch`` exceptions become error answers, never escape; a
+malformed, oversized or deeply nested request is a bad request answered with
+an error (protocol.py), never a traceback.
 """
 from __future__ import annotations
 
@@ -28,8 +38,10 @@ from passnat.io.reactor import POLLERR, POLLIN, POLLOUT, Reactor
 
 log = logging.getLogger("passnat.control")
 
-MAX_CLIENTS = 16
-CLIENT_TIMEOUT = 10.0
+MAX_CLIENTS = 64
+REQUEST_TIMEOUT = 5.0  # seconds from connect to the end of the request line
+IDLE_TIMEOUT = 10.0  # seconds without the client taking a byte of its answer
+LISTEN_BACKLOG = 256  # connections the kernel queues until the loop accepts them
 
 Dispatch = Callable[[dict[str, Any]], Any]
 
@@ -39,13 +51,18 @@ class ControlError(Exception):
 
 
 class _Client:
-    __slots__ = ("rbuf", "since", "sock", "wbuf")
+    __slots__ = ("progress", "rbuf", "since", "sock", "wbuf")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.rbuf = b""
         self.wbuf = b""
-        self.since = time.monotonic()
+        self.since = time.monotonic()  # connected
+        self.progress = self.since  # the client last took bytes of its answer
+
+
+def _busy(message: str) -> bytes:
+    return encode({"ok": False, "busy": True, "error": message})
 
 
 def daemon_answers(path: str) -> bool:
@@ -66,6 +83,8 @@ class ControlServer:
         self.reactor = reactor
         self.dispatch = dispatch
         self.clients: dict[int, _Client] = {}
+        self.refused = 0  # connections refused: every slot busy answering
+        self.evicted = 0  # waiting connections closed to keep a slot free, or timed out
         self.sock = self._listen(path)
         reactor.watch(self.sock.fileno(), POLLIN, self._on_accept)
 
@@ -93,7 +112,7 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        sock.listen(MAX_CLIENTS)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
         return sock
 
@@ -109,10 +128,19 @@ class ControlServer:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.warning("control socket: cannot accept: %s", e.strerror)
                 return
-            if len(self.clients) >= MAX_CLIENTS or not _peer_is_root(conn):
+            if not _peer_is_root(conn):
                 conn.close()
                 continue
             conn.setblocking(False)
+            if len(self.clients) + 1 >= MAX_CLIENTS:
+                self._make_room()
+            if len(self.clients) >= MAX_CLIENTS:
+                self.refused += 1
+                _notify(conn, _busy(f"the daemon is busy: all {MAX_CLIENTS} control connections are being "
+                                    "answered; try again"))
+                _drain(conn)
+                conn.close()
+                continue
             client = _Client(conn)
             self.clients[conn.fileno()] = client
             self.reactor.watch(conn.fileno(), POLLIN, functools.partial(self._on_client, client))
@@ -131,10 +159,14 @@ class ControlServer:
                 c.rbuf += data
                 if b"\n" in c.rbuf:
                     line = c.rbuf.split(b"\n", 1)[0]
+                    c.rbuf = b""
                     c.wbuf = self._answer(line)
+                    c.progress = time.monotonic()
                     self.reactor.modify(c.sock.fileno(), POLLOUT)
                 elif len(c.rbuf) > MAX_REQUEST:
-                    c.wbuf = encode({"ok": False, "error": "request too long"})
+                    c.rbuf = b""
+                    c.wbuf = encode({"ok": False, "error": f"request too long (more than {MAX_REQUEST} bytes)"})
+                    c.progress = time.monotonic()
                     self.reactor.modify(c.sock.fileno(), POLLOUT)
         if revents & POLLOUT and c.wbuf:
             try:
@@ -143,7 +175,9 @@ class ControlServer:
                 sent = 0
             except OSError:
                 return self._close(c)
-            c.wbuf = c.wbuf[sent:]
+            if sent:
+                c.wbuf = c.wbuf[sent:]
+                c.progress = time.monotonic()
             if not c.wbuf:
                 return self._close(c)
         if revents & POLLERR and not revents & (POLLIN | POLLOUT):
@@ -160,25 +194,69 @@ class ControlServer:
             return encode({"ok": False, "error": f"internal error: {e}"})
 
     def _close(self, c: _Client) -> None:
+        _drain(c.sock)
         fd = c.sock.fileno()
         self.clients.pop(fd, None)
         self.reactor.unwatch(fd)
         c.sock.close()
 
+    def _make_room(self) -> None:
+        """Close the connection that has waited longest without sending its request."""
+        waiting = [c for c in self.clients.values() if not c.wbuf]
+        if not waiting:
+            return
+        c = min(waiting, key=lambda c: c.since)
+        self.evicted += 1
+        _notify(c.sock, _busy("closed: no request received, and the daemon needed the connection slot"))
+        self._close(c)
+
     def expire(self, now: float) -> None:
-        """Close connections idle for longer than CLIENT_TIMEOUT (``now``: time.monotonic())."""
-        for c in [c for c in self.clients.values() if now - c.since > CLIENT_TIMEOUT]:
-            self._close(c)
+        """Close connections that sent no request within REQUEST_TIMEOUT, or took no byte of
+        their answer for IDLE_TIMEOUT (``now``: time.monotonic())."""
+        for c in list(self.clients.values()):
+            if c.wbuf:
+                if now - c.progress > IDLE_TIMEOUT:
+                    self._close(c)
+            elif now - c.since > REQUEST_TIMEOUT:
+                self.evicted += 1
+                _notify(c.sock, _busy(f"closed: no request within {REQUEST_TIMEOUT:g} s"))
+                self._close(c)
 
     def close(self) -> None:
-        for c in list(self.clients.values()):
-            self._close(c)
-        self.reactor.unwatch(self.sock.fileno())
-        self.sock.close()
+        """Close every connection and the listening socket; the socket file is removed
+        whatever else fails."""
         try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+            for c in list(self.clients.values()):
+                try:
+                    self._close(c)
+                except OSError:
+                    pass
+            self.reactor.unwatch(self.sock.fileno())
+            self.sock.close()
+        finally:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def _drain(conn: socket.socket) -> None:
+    """Read what the client sent and nobody will read (a Unix socket closed with unread data
+    resets the peer, which would then lose the answer it has not read yet)."""
+    try:
+        for _ in range(4):
+            if not conn.recv(65536):
+                return
+    except OSError:
+        pass
+
+
+def _notify(conn: socket.socket, line: bytes) -> None:
+    """Best-effort last words on a connection about to be closed (never blocks)."""
+    try:
+        conn.send(line)
+    except OSError:
+        pass
 
 
 def _peer_is_root(conn: socket.socket) -> bool:

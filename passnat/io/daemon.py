@@ -15,7 +15,9 @@ Loop (``run``), one turn:
   3. engine timers (``router.on_timer`` when ``router.deadline`` is reached:
      a cached minimum, not a scan), ARP retries/ageing, ICMP host unreachable
      for packets whose next hop never answered ARP;
-  4. a pending SIGHUP reload or SIGTERM/SIGINT stop.
+  4. a pending SIGHUP reload or SIGTERM/SIGINT stop;
+  5. once a second, housekeeping: control connections that timed out, and the
+     periodic ``--state-file`` save (statefile.Saver, in a forked child).
 
 The receive loop in C: when ``passnat._speedups`` is built (and
 ``PASSNAT_PURE`` is not set), ``_drain_all`` hands every ring to ``ring_rx``.
@@ -114,6 +116,7 @@ class DaemonOptions:
     host_undo: HostUndo | None = None
     capture: str | None = None  # pcapng of everything the router sends (passnat/io/capture.py)
     http: str | None = None  # ADDRESS:PORT of the status page and /metrics (passnat/io/http.py)
+    state_interval: float = statefile.SAVE_INTERVAL  # periodic --state-file saves (0: SIGHUP and stop only)
 
 
 class Daemon:
@@ -146,6 +149,7 @@ class Daemon:
         self._icmp_last = 0.0
         self._error_logged = 0.0
         self.service = Service(self, options.http)  # systemd, HTTP, history (passnat/service)
+        self.saver = statefile.Saver(options.state_file, options.state_interval) if options.state_file else None
 
     # ================================================================ lifecycle
 
@@ -187,23 +191,49 @@ class Daemon:
 
     def close(self) -> None:
         """Release everything (idempotent): control socket, links (offloads restored),
-        signal handlers, the host setup made by --prepare."""
-        self.service.close()
-        if self.control is not None:
-            self.control.close()
-            self.control = None
-        if self.capture is not None:
-            self.capture.close()
-            log.info("capture %s: %d packet(s)", self.capture.path, self.capture.packets)
-            self.capture = None
+        signal handlers, the host setup made by --prepare.  A step that fails is logged
+        and the others still run."""
+        for what, step in (("service", self.service.close), ("control socket", self._close_control),
+                           ("capture", self._close_capture), ("interfaces", self._close_links),
+                           ("signal handlers", self._remove_signals),
+                           ("host setup", self._undo_host), ("state file saver", self._close_saver)):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 -- whatever failed, the rest is still released
+                log.exception("stop: releasing the %s failed; releasing the rest", what)
+
+    def _close_control(self) -> None:
+        control, self.control = self.control, None
+        if control is not None:
+            control.close()
+
+    def _close_capture(self) -> None:
+        capture, self.capture = self.capture, None
+        if capture is not None:
+            capture.close()
+            log.info("capture %s: %d packet(s)", capture.path, capture.packets)
+
+    def _close_links(self) -> None:
         self._out.clear()
         self._egress.clear()
         for link in self.links.values():
-            link.close()
-        self._remove_signals()
-        if self.options.host_undo is not None:
-            self.options.host_undo.undo()
-            self.options.host_undo = None
+            try:
+                link.close()
+            except Exception:  # noqa: BLE001
+                log.exception("stop: closing %s (%s) failed", link.name, link.linux)
+
+    def _undo_host(self) -> None:
+        undo, self.options.host_undo = self.options.host_undo, None
+        if undo is not None:
+            undo.undo()
+
+    def _save_final(self) -> None:
+        if self.saver is not None:
+            self.saver.final(self.router, self.clock)
+
+    def _close_saver(self) -> None:
+        if self.saver is not None:
+            self.saver.close()
 
     def bind_output(self, link: Link) -> None:
         """Register ``link``'s ring, send socket and ARP cache (after ``link.open``)."""
@@ -213,11 +243,15 @@ class Daemon:
         self._bind_rx()
 
     def stop(self) -> None:
-        """Clean stop: save sessions (``--state-file``), then ``close``."""
-        self.service.stopping()
-        if self.options.state_file:
-            statefile.save(self.options.state_file, self.router, self.clock)
-        self.close()
+        """Clean stop: save sessions (``--state-file``), then ``close`` -- always, whatever failed."""
+        try:
+            for what, step in (("service", self.service.stopping), ("sessions", self._save_final)):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 -- the host setup and the socket are released regardless
+                    log.exception("stop: %s failed", what)
+        finally:
+            self.close()
         log.info("passnat stopped")
 
     def _install_signals(self) -> None:
@@ -274,6 +308,8 @@ class Daemon:
                 self.reload_requested = False
                 self.service.reloading()
                 self.service.reloaded(self.reload())
+                if self.saver is not None:
+                    self.saver.request()  # SIGHUP also saves the sessions
             mono = time.monotonic()
             if mono >= next_housekeeping:
                 next_housekeeping = mono + 1.0
@@ -282,6 +318,8 @@ class Daemon:
                 if self.control is not None:
                     self.control.expire(mono)
                 self.service.housekeeping(mono)
+                if self.saver is not None:
+                    self.saver.tick(self.router, self.clock)  # periodic --state-file save (forked)
             if more:
                 timeout = 0.0
             else:

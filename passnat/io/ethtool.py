@@ -16,6 +16,7 @@ import fcntl
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger("passnat.io.ethtool")
@@ -74,10 +75,14 @@ def set_lro(ifname: str, on: bool) -> None:
     _ethtool(ifname, ETHTOOL_SFLAGS, (flags | ETH_FLAG_LRO) if on else (flags & ~ETH_FLAG_LRO))
 
 
-def disable_receive_offloads(ifname: str) -> OffloadState:
-    """Switch GRO and LRO off on ``ifname`` (logged); the state to restore later."""
+def disable_receive_offloads(ifname: str, record: Callable[[OffloadState], None] | None = None) -> OffloadState:
+    """Switch GRO and LRO off on ``ifname`` (logged); the state to restore later.  ``record``
+    is called with what will be switched off *before* anything is (the host journal, so a
+    killed daemon's successor can restore it)."""
     gro = gro_enabled(ifname) is True
     lro = lro_enabled(ifname) is True
+    if record is not None and (gro or lro):
+        record(OffloadState(ifname, gro, lro))
     if gro:
         set_gro(ifname, False)
         log.info("%s: generic-receive-offload switched off (restored at stop)", ifname)

@@ -25,6 +25,16 @@ interface with policy drop.  AF_PACKET taps get every frame before the
 ingress hook, so passnat still sees everything, while the kernel skips its
 own ARP and IP processing of frames that only passnat handles (measured:
 TCP through passnat about 20 % faster on veth).
+
+The host journal (``HostJournal``, issue 13 §4): every host setting passnat
+changes -- GRO/LRO switched off when a link opens, and each change of
+``prepare`` -- is written with its original value to a file in the run
+directory (next to the control socket: ``control.sock`` -> ``control.host.json``)
+*before* it is changed.  A clean stop puts everything back and removes the
+file.  If passnat is killed (SIGKILL, OOM, power loss of a tmpfs is moot) the
+file stays, and the next ``passnat run`` with that control socket restores
+every recorded original first (``HostJournal.recover``), then sets the host up
+afresh: GRO is never left off by a crash.
 """
 from __future__ import annotations
 
@@ -188,16 +198,182 @@ def check(attachments: list[Attachment]) -> list[str]:
 # ------------------------------------------------------------------ prepare
 
 
+_SYSCTL_KEYS = frozenset(("forwarding", "arp_ignore"))
+_TABLES = {("inet", HANDOFF_TABLE): "table_created", ("netdev", INGRESS_TABLE): "ingress_created"}
+
+
+def _ifname_ok(name: Any) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= 15 and "/" not in name and name not in (".", "..")
+
+
+def journal_path(control_path: str) -> str:
+    """The host journal for the daemon of ``control_path`` (same directory)."""
+    base = control_path[:-5] if control_path.endswith(".sock") else control_path
+    return base + ".host.json"
+
+
+class HostJournal:
+    """The originals of every host setting a running passnat changed, on disk before each change.
+
+    File: ``{"pid": <daemon>, "offloads": {ifname: [gro_was_on, lro_was_on]},
+    "sysctls": [[ifname, key, old]], "links_up": [ifname], "tables": [[family, table]]}``,
+    written atomically, mode 0600.  A write failure is logged once and otherwise ignored
+    (the journal is a safety net for a crash, not a condition to run)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offloads: dict[str, list[bool]] = {}
+        self.sysctls: list[list[Any]] = []
+        self.links_up: list[str] = []
+        self.tables: list[list[str]] = []
+        self._warned = False
+
+    # ------------------------------------------------------------ recording
+
+    def record_offloads(self, state: Any) -> None:
+        """``ethtool.OffloadState`` about to be switched off (``Link.on_offloads``)."""
+        prev = self.offloads.get(state.ifname, [False, False])
+        self.offloads[state.ifname] = [prev[0] or state.gro_was_on, prev[1] or state.lro_was_on]
+        self._write()
+
+    def record_sysctl(self, ifname: str, key: str, old: int) -> None:
+        self.sysctls.append([ifname, key, old])
+        self._write()
+
+    def record_link_up(self, ifname: str) -> None:
+        self.links_up.append(ifname)
+        self._write()
+
+    def record_table(self, family: str, table: str) -> None:
+        if [family, table] not in self.tables:
+            self.tables.append([family, table])
+            self._write()
+
+    def _write(self) -> None:
+        doc = {"pid": os.getpid(), "offloads": self.offloads, "sysctls": self.sysctls,
+               "links_up": self.links_up, "tables": self.tables}
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        try:
+            parent = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as e:
+            if not self._warned:
+                self._warned = True
+                log.warning("host journal %s cannot be written (%s): if passnat is killed, the host "
+                            "settings it changed are not restored by the next start", self.path, e.strerror or e)
+
+    def remove(self) -> None:
+        """Everything recorded has been put back: forget it."""
+        self.offloads.clear()
+        self.sysctls.clear()
+        self.links_up.clear()
+        self.tables.clear()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove the host journal %s: %s", self.path, e.strerror or e)
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self) -> str | None:
+        """Restore what a passnat that did not stop cleanly left changed (logged); a problem
+        that must stop this start (the journal's daemon still runs), or None."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RecursionError) as e:
+            log.warning("host journal %s unreadable (%s): removed; host settings of a killed passnat, "
+                        "if any, are not restored", self.path, e)
+            self.remove()
+            return None
+        pid = doc.get("pid") if isinstance(doc, dict) else None
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid != os.getpid() and _is_passnat(pid):
+            return f"another passnat (pid {pid}) still runs with {self.path}; stop it first"
+        undo, offloads, done = _undo_from(doc)
+        log.warning("a previous passnat%s did not stop cleanly: restoring what it changed on the host (%s)",
+                    f" (pid {pid})" if isinstance(pid, int) else "", "; ".join(done) or "nothing")
+        from passnat.io import ethtool
+
+        for state in offloads:
+            ethtool.restore(state)
+        undo.undo()
+        self.remove()
+        return None
+
+
+def _is_passnat(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"passnat" in f.read()
+    except OSError:
+        return False
+
+
+def _entries(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _undo_from(doc: Any) -> tuple[HostUndo, list[Any], list[str]]:
+    """The undo of a journal document, keeping only well-formed entries; and what it restores."""
+    from passnat.io.ethtool import OffloadState
+
+    undo, offloads, done = HostUndo(), [], []
+    if not isinstance(doc, dict):
+        return undo, offloads, done
+    raw_offloads = doc.get("offloads")
+    for ifname, v in (raw_offloads.items() if isinstance(raw_offloads, dict) else ()):
+        if _ifname_ok(ifname) and isinstance(v, list) and len(v) == 2 and all(isinstance(x, bool) for x in v):
+            offloads.append(OffloadState(ifname, v[0], v[1]))
+            done.append(f"{ifname}: " + " and ".join(n for n, on in (("GRO", v[0]), ("LRO", v[1])) if on) + " on")
+    for entry in _entries(doc, "sysctls"):
+        if (isinstance(entry, list) and len(entry) == 3 and _ifname_ok(entry[0]) and entry[1] in _SYSCTL_KEYS
+                and isinstance(entry[2], int) and not isinstance(entry[2], bool) and 0 <= entry[2] <= 255):
+            undo.sysctls.append((entry[0], entry[1], entry[2]))
+            done.append(f"net.ipv4.conf.{entry[0]}.{entry[1]}={entry[2]}")
+    for ifname in _entries(doc, "links_up"):
+        if _ifname_ok(ifname):
+            undo.links_brought_up.append(ifname)
+            done.append(f"{ifname} down")
+    for entry in _entries(doc, "tables"):
+        ok = isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)
+        flag = _TABLES.get((entry[0], entry[1])) if ok else None
+        if flag is not None:
+            setattr(undo, flag, True)
+            done.append(f"nftables table {entry[0]} {entry[1]} deleted")
+    return undo, offloads, done
+
+
 @dataclass(slots=True)
 class HostUndo:
-    """What ``prepare`` changed, to put back with ``undo()`` (idempotent)."""
+    """What ``prepare`` changed, to put back with ``undo()`` (idempotent); with a ``journal``,
+    ``undo()`` ends by removing it (everything recorded is back)."""
 
     sysctls: list[tuple[str, str, int]] = field(default_factory=list)  # (ifname, key, old value)
     links_brought_up: list[str] = field(default_factory=list)
     table_created: bool = False
     ingress_created: bool = False
+    journal: HostJournal | None = None
 
     def undo(self) -> None:
+        try:
+            self._undo()
+        finally:
+            if self.journal is not None:
+                self.journal.remove()
+                self.journal = None
+
+    def _undo(self) -> None:
         nft = shutil.which("nft")
         for flag, family, table in (("table_created", "inet", HANDOFF_TABLE),
                                     ("ingress_created", "netdev", INGRESS_TABLE)):
@@ -212,7 +388,10 @@ class HostUndo:
                 log.warning("cannot restore net.ipv4.conf.%s.%s=%d: %s", ifname, key, old, e.strerror)
         self.sysctls.clear()
         for ifname in self.links_brought_up:
-            _set_link_up(ifname, False)
+            try:
+                _set_link_up(ifname, False)
+            except Exception as e:  # noqa: BLE001 -- pyroute2 raises its own errors; the rest still runs
+                log.warning("cannot set %s down again: %s", ifname, e)
         self.links_brought_up.clear()
 
 
@@ -250,21 +429,26 @@ def _nft_load(nft: str, family: str, table: str, text: str) -> None:
         raise RuntimeError(f"nft -f failed: {res.stderr.strip()}")
 
 
-def prepare(ifnames: list[str]) -> HostUndo:
+def prepare(ifnames: list[str], journal: HostJournal | None = None) -> HostUndo:
     """Make setup B on ``ifnames``: link up, forwarding 0, arp_ignore 8, and the
-    ``inet passnat_handoff`` table when any of them has kernel addresses.
+    ``inet passnat_handoff`` table when any of them has kernel addresses.  Each original
+    goes to ``journal`` (if given) before it is changed.
 
     Raises OSError / RuntimeError when a step fails (what was done is undone)."""
-    undo = HostUndo()
+    undo = HostUndo(journal=journal)
     try:
         for ifname in ifnames:
             if not link_info(ifname).up:
+                if journal is not None:
+                    journal.record_link_up(ifname)
                 _set_link_up(ifname, True)
                 undo.links_brought_up.append(ifname)
                 log.info("%s: link set up", ifname)
             for key, want in (("forwarding", 0), ("arp_ignore", 8)):
                 old = read_sysctl(ifname, key)
                 if old is not None and old != want:
+                    if journal is not None:
+                        journal.record_sysctl(ifname, key, old)
                     write_sysctl(ifname, key, want)
                     undo.sysctls.append((ifname, key, old))
                     log.info("net.ipv4.conf.%s.%s: %d -> %d", ifname, key, old, want)
@@ -272,12 +456,16 @@ def prepare(ifnames: list[str]) -> HostUndo:
         if any(kernel_addresses(i) for i in ifnames):
             if nft is None:
                 raise RuntimeError("nft not found: install nftables, or remove the kernel addresses")
+            if journal is not None:
+                journal.record_table("inet", HANDOFF_TABLE)
             _nft_load(nft, "inet", HANDOFF_TABLE, handoff_ruleset(ifnames))
             undo.table_created = True
             log.info("nftables table inet %s installed for %s", HANDOFF_TABLE, ", ".join(ifnames))
         if nft is None:
             log.warning("nft not found: the kernel keeps processing the frames passnat handles (slower)")
         else:
+            if journal is not None:
+                journal.record_table("netdev", INGRESS_TABLE)
             _nft_load(nft, "netdev", INGRESS_TABLE, ingress_ruleset(ifnames))
             undo.ingress_created = True
             log.info("nftables table netdev %s installed: the kernel skips frames on %s", INGRESS_TABLE,

@@ -22,6 +22,7 @@ import logging
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from passnat.io import ethtool
@@ -79,13 +80,15 @@ class Link:
         self.counters: Counter[str] = Counter()
         self.superframe_logged = False
         self.qdisc: str | None = None
+        #: called with the offloads about to be switched off, before they are (hostsetup.HostJournal)
+        self.on_offloads: Callable[[ethtool.OffloadState], None] | None = None
 
     def open(self) -> None:
         info = link_info(self.linux)
         self.info = info
         self.mtu = info.mtu
         try:
-            self.offloads = ethtool.disable_receive_offloads(self.linux)
+            self.offloads = ethtool.disable_receive_offloads(self.linux, self.on_offloads)
             self.ring = RxRing(self.linux, self.geometry, info.mtu)
             self.qdisc = link_qdisc(self.linux)
             self.tx = TxSocket(self.linux, qdisc_bypass=self.qdisc == "noqueue")
@@ -164,12 +167,17 @@ class Link:
                 | {"rx_checksum_partial": self.csum_partial, "rx_fast_path": self.rx_fast}}
 
     def close(self) -> None:
-        if self.ring is not None:
-            self.ring.close()
-            self.ring = None
-        if self.tx is not None:
-            self.tx.close()
-            self.tx = None
-        if self.offloads is not None:
-            ethtool.restore(self.offloads)
-            self.offloads = None
+        """Close the sockets and restore the offloads -- the offloads even when a close fails."""
+        ring, self.ring = self.ring, None
+        tx, self.tx = self.tx, None
+        offloads, self.offloads = self.offloads, None
+        try:
+            if ring is not None:
+                ring.close()
+        finally:
+            try:
+                if tx is not None:
+                    tx.close()
+            finally:
+                if offloads is not None:
+                    ethtool.restore(offloads)

@@ -7,14 +7,19 @@ is undone):
   1. running as root;
   2. the configuration parses (every ``file:line:column: error: ...`` printed);
   3. every ``--interface NAME=LINUX`` names a configuration interface;
-  4. ``--prepare``: make the host setup (hostsetup.prepare);
-  5. the host setup (hostsetup.check): interfaces exist, are Ethernet, up,
+  4. the control socket is free (no other daemon answering on it), and the
+     host journal of a passnat that did not stop cleanly (killed) is replayed:
+     what it changed on the host is put back (hostsetup.HostJournal);
+  5. ``--prepare``: make the host setup (hostsetup.prepare);
+  6. the host setup (hostsetup.check): interfaces exist, are Ethernet, up,
      MTU large enough, no kernel forwarding, kernel addresses handed off;
-  6. the control socket is free (no other daemon answering on it);
   7. opening the links (AF_PACKET, ring) succeeds, and the ``--http`` endpoint listens.
 
 ``--http ADDRESS:PORT`` is checked for its form first (with the configuration).
 Under systemd (``Type=notify``) READY=1 is sent once all of this succeeded.
+
+Every host change from here on (GRO/LRO switched off, --prepare's changes) is
+recorded in the host journal before it is made, and put back at stop.
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 refused to start,
 3 stopped by an unexpected error (logged).
@@ -49,6 +54,7 @@ class RunRequest:
     capture: str | None = None
     http: str | None = None  # ADDRESS:PORT for the status page and /metrics
     spin_us: int = 50  # DaemonOptions.spin_us
+    state_interval: float = 60.0
 
 
 def setup_logging(level: str) -> None:
@@ -129,40 +135,44 @@ def run(req: RunRequest) -> int:
             problems.append(str(e))
     if problems:
         return _refuse(problems)
-    undo = None
-    if req.prepare:
-        try:
-            undo = hostsetup.prepare([a.linux for a in atts])
-        except (OSError, RuntimeError) as e:
-            return _refuse([f"--prepare failed: {e}"])
-    problems = hostsetup.check(atts)
-    if problems:
-        if undo is not None:
-            undo.undo()
-        return _refuse(problems + ["host setup: see docs/daemon.md (\"Host setup\"), or use --prepare"])
     from passnat.control.server import daemon_answers
     from passnat.io.daemon import Daemon, DaemonOptions
     from passnat.io.http import HttpError
 
     if daemon_answers(req.control_path):
-        if undo is not None:
-            undo.undo()
         return _refuse([f"another passnat daemon answers on {req.control_path}"])
+    journal = hostsetup.HostJournal(hostsetup.journal_path(req.control_path))
+    problem = journal.recover()  # a killed passnat's GRO/offload and --prepare changes, put back
+    if problem is not None:
+        return _refuse([problem])
+    undo = hostsetup.HostUndo(journal=journal)
+    if req.prepare:
+        try:
+            undo = hostsetup.prepare([a.linux for a in atts], journal)
+        except (OSError, RuntimeError) as e:
+            return _refuse([f"--prepare failed: {e}"])
+    problems = hostsetup.check(atts)
+    if problems:
+        undo.undo()
+        return _refuse(problems + ["host setup: see docs/daemon.md (\"Host setup\"), or use --prepare"])
     daemon = Daemon(config, DaemonOptions(config_path=req.config_path, attachments=atts,
                                           control_path=req.control_path, state_file=req.state_file,
                                           host_undo=undo, capture=req.capture, http=req.http,
-                                          spin_us=max(0, req.spin_us)))
+                                          spin_us=max(0, req.spin_us), state_interval=req.state_interval))
+    for link in daemon.links.values():
+        link.on_offloads = journal.record_offloads  # recorded before GRO/LRO are switched off
     try:
         daemon.start()
     except (ControlError, HttpError) as e:
         return _refuse([str(e)])
     except OSError as e:
         return _refuse([f"cannot attach to the interfaces: {e.strerror or e}"])
+    status = EXIT_OK
     try:
         daemon.run()
     except Exception:
         log.exception("passnat stopped by an unexpected error")
-        daemon.stop()
-        return EXIT_FAILED
-    daemon.stop()
-    return EXIT_OK
+        status = EXIT_FAILED
+    finally:
+        daemon.stop()  # saves, restores the interfaces and the host setup, removes the socket
+    return status

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from passnat.nat import tcp_track
 from passnat.nat.actions import Output
+from passnat.nat.drops import Drop
 from passnat.nat.flow import U16, rewrite_deltas
 from passnat.nat.session import Session
 from passnat.nat.table import KEY
@@ -167,8 +168,14 @@ class LeanPath:
         sport, dport = U16[sport], U16[dport]
         m = t.mapping_for(proto, oif, src, sport, out_addr, *(_LOW if sport < 1024 else _HIGH),
                           keep=t.rng is None)
-        if m is None:
-            return None  # the range is full: the full path logs and counts it
+        if m is None:  # the range is full: refused here as the full path would (issue 13: refusals are cheap)
+            r.log_event("no_port", now, f"NAPT: no free {proto} port on the global address")
+            counters = r._counters
+            counters["slow_path_packets"] += 1
+            counters[_NO_PORT] += 1
+            if now > r._clock:
+                r._clock = now
+            return []
         if proto == 6:
             state, klass, timeout = self.tcp_first[flags]
         else:
@@ -206,5 +213,6 @@ class LeanPath:
         return [Output(oif, nh, bytes(b))]
 
 
+_NO_PORT = Drop.NO_PORT.value
 _LOW = (1, 1023)
 _HIGH = (1024, 65535)

@@ -183,12 +183,11 @@ class SessionTable:
         m = self.mappings.get(key)
         if m is not None:
             return m
-        pool = self.pool(proto, out_addr)
-        m = Mapping(proto, nat_if, in_addr, in_port, out_addr, 0)
-        port = pool.take(in_port, lo, hi, m, keep_if_free=keep)
+        pool = self.pools.get((proto, out_addr)) or self.pool(proto, out_addr)
+        port = pool.take(in_port, lo, hi, None, keep_if_free=keep)
         if port is None:
-            return None
-        m.out_port = port
+            return None  # O(1) whatever the pattern, also when the range is exhausted (ports.py)
+        m = pool.used[port] = Mapping(proto, nat_if, in_addr, in_port, out_addr, port)
         self.mappings[key] = m
         return m
 

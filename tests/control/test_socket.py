@@ -1,10 +1,13 @@
 """The control socket: server in a reactor, client requests, errors and exit codes."""
 from __future__ import annotations
 
+import json
+import logging
 import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +15,10 @@ from typing import Any
 import pytest
 
 from passnat.control.cli import main
-from passnat.control.client import EXIT_ERROR, EXIT_NO_DAEMON, ClientError, request
+from passnat.control.client import EXIT_BUSY, EXIT_ERROR, EXIT_NO_DAEMON, ClientError, request
 from passnat.control.commands import add_parsers
-from passnat.control.protocol import ProtocolError, decode_request
-from passnat.control.server import ControlError, ControlServer
+from passnat.control.protocol import MAX_NESTING, MAX_REQUEST, ProtocolError, decode_request
+from passnat.control.server import IDLE_TIMEOUT, MAX_CLIENTS, REQUEST_TIMEOUT, ControlError, ControlServer
 from passnat.io.reactor import Reactor
 
 
@@ -143,3 +146,158 @@ def test_protocol_validation() -> None:
         with pytest.raises(ProtocolError):
             decode_request(bad)
     assert callable(add_parsers)
+
+
+# ---------------------------------------------------------------- slots and limits (issue 13)
+
+
+def _pump(reactor: Reactor, turns: int = 5) -> None:
+    for _ in range(turns):
+        reactor.dispatch(reactor.poll(0.02))
+
+
+def _read_all(s: socket.socket) -> bytes:
+    s.settimeout(5)
+    got = b""
+    try:
+        while chunk := s.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    return got
+
+
+def test_idle_clients_never_lock_the_operator_out(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    """Four times more idle connections than slots: every operator command is answered at once."""
+    idle = []
+    try:
+        for _ in range(4 * MAX_CLIENTS):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(served.server.path)
+            idle.append(s)
+        for _ in range(5):
+            t = time.monotonic()
+            assert request(served.server.path, "ping", timeout=2) == {"op": "ping"}
+            assert time.monotonic() - t < 0.5
+        assert main(["show", "status", "nat", "--control", served.server.path]) == 0
+        assert "192.168.0.11:5000" in capsys.readouterr().out
+        # the idle ones that were closed to make room were told why
+        assert b'"busy":true' in _read_all(idle[0])
+        assert served.server.evicted >= 3 * MAX_CLIENTS
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_every_slot_answering_refuses_with_the_busy_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Clients that asked for a big answer and do not read it hold their slots until IDLE_TIMEOUT;
+    a new command is refused with a busy answer (exit 5), and gets in once they are dropped."""
+    reactor = Reactor()
+    big = "x" * (4 << 20)
+    server = ControlServer(str(tmp_path / "c.sock"), reactor, lambda req: big if req["op"] == "config" else "pong")
+    hogs: list[socket.socket] = []
+    result: dict[str, Any] = {}
+    try:
+        for _ in range(MAX_CLIENTS):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(server.path)
+            s.sendall(b'{"op":"config"}\n')
+            hogs.append(s)
+            _pump(reactor, 2)
+        assert len(server.clients) == MAX_CLIENTS and all(c.wbuf for c in server.clients.values())
+
+        def ask() -> None:
+            try:
+                result["answer"] = request(server.path, "ping", timeout=5)
+            except ClientError as e:
+                result["error"] = e
+
+        t = threading.Thread(target=ask)
+        t.start()
+        while t.is_alive():
+            _pump(reactor, 1)
+        assert result["error"].status == EXIT_BUSY and "busy" in result["error"].message
+        assert server.refused == 1
+        server.expire(time.monotonic() + IDLE_TIMEOUT + 1)  # the hogs took nothing for too long
+        assert not server.clients
+        t = threading.Thread(target=ask)
+        t.start()
+        while t.is_alive():
+            _pump(reactor, 1)
+        assert result["answer"] == "pong"
+    finally:
+        for s in hogs:
+            s.close()
+        server.close()
+
+
+def test_request_timeout_closes_silent_connections(tmp_path: Path) -> None:
+    reactor = Reactor()
+    server = ControlServer(str(tmp_path / "c.sock"), reactor, lambda req: "pong")
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(server.path)
+        _pump(reactor)
+        assert len(server.clients) == 1
+        server.expire(time.monotonic() + 1.0)
+        assert len(server.clients) == 1  # still within REQUEST_TIMEOUT
+        server.expire(time.monotonic() + REQUEST_TIMEOUT + 0.5)
+        assert not server.clients
+        answer = json.loads(_read_all(s))
+        assert answer["busy"] is True and "no request within" in answer["error"]
+        s.close()
+    finally:
+        server.close()
+
+
+def test_nested_and_huge_json_are_bad_requests_without_traceback(served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    deep = b"[" * 8000 + b"]" * 8000 + b"\n"  # within the size limit; json.loads would raise RecursionError
+    huge_deep = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+    wide = b'{"op":"ping","x":"' + b"a" * (MAX_REQUEST + 10) + b'"}\n'
+    nested_ok = b'{"op":"ping","x":' + b"[" * (MAX_NESTING - 1) + b"]" * (MAX_NESTING - 1) + b"}\n"
+    nested_bad = b'{"op":"ping","x":' + b"[" * MAX_NESTING + b"]" * MAX_NESTING + b"}\n"
+    with caplog.at_level(logging.DEBUG):
+        answers = []
+        for payload in (deep, wide, nested_bad, huge_deep, nested_ok):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(served.server.path)
+                s.sendall(payload)
+                answers.append(json.loads(_read_all(s)))
+    assert [a["ok"] for a in answers] == [False, False, False, False, True]
+    assert "deeply nested" in answers[0]["error"] and "too long" in answers[1]["error"]
+    assert "deeply nested" in answers[2]["error"] and "too long" in answers[3]["error"]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    with pytest.raises(ProtocolError, match="deeply nested"):
+        decode_request(b"[" * 5000)
+    assert request(served.server.path, "ping") == {"op": "ping"}
+
+
+def test_a_refusal_before_the_request_is_sent_still_reads_the_busy_line(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon may refuse (and close) before the command has sent its request: the send fails
+    with EPIPE, and the busy line the daemon wrote is still read (exit 5, not 3)."""
+    path = str(tmp_path / "c.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    closed = threading.Event()
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        conn.send(b'{"ok":false,"busy":true,"error":"the daemon is busy"}\n')  # (sendall is patched below)
+        conn.close()
+        closed.set()
+    t = threading.Thread(target=refuse)
+    t.start()
+
+    def late_sendall(self: socket.socket, data: bytes) -> None:
+        closed.wait(5)
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(socket.socket, "sendall", late_sendall)
+    try:
+        with pytest.raises(ClientError) as e:
+            request(path, "ping", timeout=5)
+        assert e.value.status == EXIT_BUSY and "busy" in e.value.message
+    finally:
+        t.join(5)
+        listener.close()

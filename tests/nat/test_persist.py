@@ -88,3 +88,180 @@ def test_import_into_a_config_without_that_nat_interface_skips_sessions() -> Non
     new = passnat.Router(passnat.parse_config(BASE.replace("nat napt add private 192.168.0.0-192.168.0.255 "
                                                            "interface lan1\n", "")))
     assert new.import_state(r.export_state(1.0), 1.0) == 0
+
+
+# ---------------------------------------------------------------- validation (issue 13 §4)
+
+import copy  # noqa: E402
+import math  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from passnat.control.format import format_status_nat  # noqa: E402
+from passnat.control.views import status_nat  # noqa: E402
+from passnat.nat import persist  # noqa: E402
+from passnat.nat.persist import StateError  # noqa: E402
+from passnat.nat.session import Session  # noqa: E402
+
+
+def busy_router() -> passnat.Router:
+    """A router with a session of every handler: UDP, TCP, ICMP, SNAPT, ESP, a PPTP call and its GRE."""
+    r = make_router(EXTRA)
+    one(r.handle("lan0", udp(PC1, SRV, 5000, 9000), 0.0))
+    one(r.handle("lan0", tcp(PC1, SRV, 40000, 443, "S"), 0.0))
+    one(r.handle("lan1", tcp(SRV, WAN_ADDR, 443, 40000, "SA"), 0.0))
+    one(r.handle("lan0", ping(PC1, SRV, 33), 0.0))
+    one(r.handle("lan1", tcp(SRV, WAN_ADDR, 777, 8080, "S"), 0.0))
+    one(r.handle("lan0", _esp(PC1, SERVER, 0x11, 1, b"a"), 0.0))
+    one(r.handle("lan1", _esp(SERVER, WAN_ADDR, 0x12, 1, b"a"), 0.0))
+    one(r.handle("lan0", raw(IP(src=PC2, dst=SERVER) / TCP(sport=41000, dport=1723, flags="S", seq=0)), 0.0))
+    one(r.handle("lan1", raw(IP(src=SERVER, dst=WAN_ADDR) / TCP(sport=1723, dport=41000, flags="SA", seq=0, ack=1)), 0.0))
+    one(r.handle("lan0", raw(IP(src=PC2, dst=SERVER) / TCP(sport=41000, dport=1723, flags="PA", seq=1, ack=1) /
+                             raw(PPTPOutgoingCallRequest(call_id=0x1234))), 0.0))
+    one(r.handle("lan1", raw(IP(src=SERVER, dst=WAN_ADDR) / TCP(sport=1723, dport=41000, flags="PA", seq=1, ack=169) /
+                             raw(PPTPOutgoingCallReply(call_id=0x80, peer_call_id=0x1234, result_code=1))), 0.0))
+    one(r.handle("lan1", gre(SERVER, WAN_ADDR, 0x1234), 0.0))
+    return r
+
+
+def saved() -> dict[str, Any]:
+    state = json.loads(json.dumps(busy_router().export_state(100.0)))
+    assert {s["handler"] for s in state["sessions"]} == {"tcpudp", "icmp", "esp", "pptp", "pptp-gre"}
+    return state
+
+
+def by_handler(state: dict[str, Any], handler: str) -> dict[str, Any]:
+    return next(s for s in state["sessions"] if s["handler"] == handler)
+
+
+def assert_untouched(r: passnat.Router) -> None:
+    assert r.sessions(0.0) == [] and len(r.table) == 0
+    assert format_status_nat(status_nat(r, 0.0))  # the operator's view still works
+    assert r.counters().get("state_sessions_restored", 0) == 0
+    esp, pptp = r.registry.by_name("esp"), r.registry.by_name("pptp")
+    assert not esp.groups and not pptp.calls and not pptp.gre_in  # type: ignore[union-attr]
+
+
+def test_every_saved_field_has_a_validator() -> None:
+    assert set(Session._SAVED) == set(persist._FIELDS)
+
+
+BAD_FIELDS = [
+    ("tcpudp", "in_port", "5000"), ("tcpudp", "in_port", 70000), ("tcpudp", "in_port", -1), ("tcpudp", "in_port", True),
+    ("tcpudp", "in_port", 5000.0), ("tcpudp", "in_addr", 1 << 32), ("tcpudp", "in_addr", "192.168.0.11"),
+    ("tcpudp", "out_addr", None), ("tcpudp", "rem_addr", -5), ("tcpudp", "origin", [1]),
+    ("tcpudp", "proto", 256), ("tcpudp", "proto", False), ("tcpudp", "proto", 50),
+    ("tcpudp", "id", 0), ("tcpudp", "id", "7"), ("tcpudp", "kind", "static"), ("tcpudp", "nat_if", 3),
+    ("tcpudp", "nat_if", ""), ("tcpudp", "created", "yesterday"), ("tcpudp", "last", 1e9),
+    ("tcpudp", "timeout", 0), ("tcpudp", "timeout", -10), ("tcpudp", "timeout", 1e300), ("tcpudp", "timeout", "900"),
+    ("tcpudp", "klass", "forever"), ("tcpudp", "klass", "__class__"), ("tcpudp", "klass", "get"), ("tcpudp", "klass", 3),
+    ("tcpudp", "tcp_state", 2), ("tcpudp", "fins", 9), ("tcpudp", "handler", "nosuch"), ("tcpudp", "handler", "esp"),
+    ("tcpudp", "info", {"x": 1}), ("tcpudp", "info", "text"),
+    ("pptp", "tcp_state", 0), ("pptp", "tcp_state", 7), ("pptp", "info", {"pptp_calls": [[1, 2, 3]]}),
+    ("pptp", "info", {"pptp_calls": [[1, 2, 3, "dancing"]]}), ("pptp", "info", {"pptp_calls": [[1, 70000, None, "opening"]]}),
+    ("pptp", "info", {"pptp_calls": "none"}),
+    ("esp", "info", None), ("esp", "info", {"out_spis": [1 << 32], "in_spis": [], "unpaired": [], "pairs": []}),
+    ("esp", "info", {"out_spis": ["0x11"], "in_spis": [], "unpaired": [], "pairs": []}),
+    ("esp", "info", {"out_spis": [], "in_spis": [], "unpaired": [[1, "now"]], "pairs": []}),
+    ("esp", "info", {"out_spis": [], "in_spis": [], "unpaired": [], "pairs": [[1]]}),
+    ("esp", "info", {"in_spis": [], "unpaired": [], "pairs": []}),
+    ("pptp-gre", "info", None), ("pptp-gre", "info", {"call": [1, 2, None, 0]}), ("pptp-gre", "info", {"call": [1, 2]}),
+    ("icmp", "tcp_state", 1), ("icmp", "proto", 6),
+]
+
+
+@pytest.mark.parametrize(("handler", "field", "value"), BAD_FIELDS)
+def test_a_bad_field_anywhere_rejects_the_whole_state(handler: str, field: str, value: Any) -> None:
+    state = saved()
+    by_handler(state, handler)[field] = value
+    state["sessions"].reverse()  # the bad record is not the first: nothing before it may stay either
+    r = make_router(EXTRA)
+    with pytest.raises(StateError) as e:
+        r.import_state(state, 5000.0, elapsed=1.0)
+    assert "state.sessions[" in str(e.value) and "\n" not in str(e.value)
+    assert_untouched(r)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda s: s.__setitem__("now", math.nan), lambda s: s.__setitem__("now", math.inf),
+    lambda s: s.__setitem__("now", "later"), lambda s: s.__setitem__("version", 2),
+    lambda s: s.__setitem__("sessions", {"a": 1}), lambda s: s.__setitem__("next_id", -1),
+    lambda s: s.__setitem__("dynamic", [["lan1", 1, 2]]), lambda s: s.__setitem__("dynamic", [["lan1", 1, 2, math.inf]]),
+    lambda s: s["sessions"].append(copy.deepcopy(s["sessions"][0])),  # the same id twice
+    lambda s: s["sessions"][1].__setitem__("last", math.nan),
+    lambda s: s["sessions"].append(s["sessions"][0] | {"id": 999}),  # a second session for one flow
+    lambda s: s["sessions"].append("not a session"),
+    lambda s: s["sessions"][0].pop("klass"),
+])
+def test_malformed_state_documents_are_rejected(mutate: Any) -> None:
+    state = saved()
+    mutate(state)
+    r = make_router(EXTRA)
+    with pytest.raises(StateError):
+        r.import_state(state, 5000.0)
+    assert_untouched(r)
+    with pytest.raises(StateError):
+        r.import_state(["not", "a", "state"], 5000.0)  # type: ignore[arg-type]
+
+
+def test_a_failing_restore_rolls_back_every_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a handler still fail after validation, what was restored is removed again."""
+    r = make_router(EXTRA)
+    esp = r.registry.by_name("esp")
+    real = esp.restore  # type: ignore[union-attr]
+
+    def broken(s: Session) -> bool:
+        real(s)
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(esp, "restore", broken)
+    with pytest.raises(StateError, match="nothing was imported"):
+        r.import_state(saved(), 5000.0)
+    assert_untouched(r)
+    assert len(r.table.pool(17, persist_addr(WAN_ADDR)).used) == 0  # the UDP mapping's port is free again
+
+
+def persist_addr(text: str) -> int:
+    return int.from_bytes(bytes(int(x) for x in text.split(".")), "big")
+
+
+def test_sessions_that_no_longer_fit_the_configuration_are_skipped_not_rejected() -> None:
+    state = saved()
+    outsider = copy.deepcopy(by_handler(state, "tcpudp"))
+    outsider.update(id=500, in_addr=persist_addr("10.9.9.9"), origin=persist_addr("10.9.9.9"))
+    state["sessions"].append(outsider)
+    r = make_router(EXTRA)
+    n = r.import_state(state, 5000.0)
+    assert n == len(state["sessions"]) - 1
+    assert r.counters()["state_sessions_expired_or_invalid"] == 1
+    assert "10.9.9.9" not in {s["inside"] for s in r.sessions(5000.0)}
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-(1 << 40), 1 << 40) | st.floats(allow_nan=True)
+                    | st.text(max_size=8), lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+                    max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_mutation_is_imported_whole_or_rejected_whole(data: st.DataObject) -> None:
+    """Fuzz: replace any field of any record (or a nested value) with any JSON value; the import
+    either works, leaving a router whose views and export work, or raises StateError leaving it empty."""
+    state = saved()
+    i = data.draw(st.integers(0, len(state["sessions"]) - 1))
+    rec = state["sessions"][i]
+    field = data.draw(st.sampled_from(sorted(rec)))
+    rec[field] = data.draw(JSON | st.integers(0, 70000))
+    r = make_router(EXTRA)
+    try:
+        r.import_state(state, 5000.0, elapsed=3.0)
+    except StateError:
+        assert_untouched(r)
+        return
+    format_status_nat(status_nat(r, 5000.0))
+    r.diagnose(5000.0)
+    json.dumps(r.export_state(5001.0), allow_nan=False)
+    r.on_timer(1e6)  # everything expires cleanly
+    assert len(r.table) == 0
