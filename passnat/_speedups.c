@@ -274,9 +274,10 @@ count_flow(PyObject *s, PyObject *hop, PyObject *now)
  */
 enum { L_INGRESS, L_EGRESS, L_MSS, L_LOCAL, L_BCAST, L_ROUTES, L_ROUTE, L_TCP_FIRST, L_UDP, L_UDP_DNS,
        L_DNS_PORTS, L_HOPS, L_MAKE_HOP, L_OUT_FLOWS, L_COUNTERS, L_ROUTER, L_U16, L_ADMIT, L_MAPPING_FOR,
-       L_NEW_ID, L_ADD, L_SESSION, L_KEEP, L_NAPT, L_TCPUDP, L_LEN };
+       L_NEW_ID, L_ADD, L_SESSION, L_KEEP, L_NAPT, L_TCPUDP, L_LOG_EVENT, L_LEN };
 
-static PyObject *str_slow_path_packets, *str_tcp_mss_clamped, *str_clock, *str_out_port, *kw_keep;
+static PyObject *str_slow_path_packets, *str_tcp_mss_clamped, *str_clock, *str_out_port, *str_no_port, *kw_keep;
+static PyObject *str_nat_no_free_port; /* Drop.NO_PORT */
 static PyObject *int_1, *int_1023, *int_1024, *int_65535;
 
 static inline unsigned be16(const unsigned char *b) { return ((unsigned)b[0] << 8) | b[1]; }
@@ -418,6 +419,7 @@ count(PyObject *counters, PyObject *key)
  * LeanPath.first for the packet at p (n bytes, room bytes writable there), arrived on iface:
  * 1 when it was the first packet of a plain NAPT flow -- the session is made and the packet
  * rewritten in place (*np its new length, *oif and *nh new references to where it goes);
+ * 2 when it was one but no outside port is left (dropped, logged and counted: no output);
  * 0 when the lean path declines it (nothing changed); -1 with an exception set.
  */
 static int
@@ -561,7 +563,25 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
     if (m == NULL)
         goto done;
     if (m == Py_None) {
-        result = 0; /* the range is full: the full path logs and counts it */
+        /* the range is full: refused here, as the full path would (logged, counted) */
+        PyObject *msg = PyUnicode_FromFormat("NAPT: no free %u port on the global address", proto);
+        PyObject *largs[3] = {str_no_port, now, msg};
+        obj = msg ? PyObject_Vectorcall(PyTuple_GET_ITEM(st, L_LOG_EVENT), largs, 3, NULL) : NULL;
+        Py_XDECREF(msg);
+        if (obj == NULL)
+            goto done;
+        PyObject *counters = PyTuple_GET_ITEM(st, L_COUNTERS);
+        if (count(counters, str_slow_path_packets) < 0 || count(counters, str_nat_no_free_port) < 0)
+            goto done;
+        PyObject *rt = PyTuple_GET_ITEM(st, L_ROUTER);
+        PyObject *clock = PyObject_GetAttr(rt, str_clock);
+        if (clock == NULL)
+            goto done;
+        r = PyObject_RichCompareBool(now, clock, Py_GT);
+        Py_DECREF(clock);
+        if (r < 0 || (r && PyObject_SetAttr(rt, str_clock, now) < 0))
+            goto done;
+        result = 2;
         goto done;
     }
     PyObject *tcp_state, *klass, *timeout;
@@ -695,10 +715,12 @@ fast_lean(PyObject *st, PyObject *iface, const unsigned char *p, Py_ssize_t n, P
     PyObject *oif = NULL, *nh = NULL;
     Py_ssize_t len = n;
     int r = lean(st, iface, b, &len, n + 4, now, &oif, &nh);
-    if (r <= 0) {
+    if (r <= 0 || r == 2) {
         Py_DECREF(buf);
         if (r < 0)
             return NULL;
+        if (r == 2)
+            return PyList_New(0);
         Py_RETURN_NONE;
     }
     PyObject *pkt = PyBytes_FromStringAndSize((const char *)b, len);
@@ -1118,6 +1140,8 @@ lean_one(struct call *c, Py_ssize_t off)
     int r = lean(c->lean, c->name, p, &len, c->frame_size - (Py_ssize_t)net, c->now, &oif, &nh);
     if (r == 0)
         return 0;
+    if (r == 2)
+        return 1; /* refused (no port left): nothing to send */
     if (r < 0) {
         /* as Router.handle raising in _frame: the frame is dropped, the error counted and logged */
         PyObject *type, *value, *tb;
@@ -1422,6 +1446,8 @@ PyInit__speedups(void)
     str_tcp_mss_clamped = PyUnicode_InternFromString("tcp_mss_clamped");
     str_clock = PyUnicode_InternFromString("_clock");
     str_out_port = PyUnicode_InternFromString("out_port");
+    str_no_port = PyUnicode_InternFromString("no_port");
+    str_nat_no_free_port = PyUnicode_InternFromString("nat_no_free_port");
     kw_keep = Py_BuildValue("(s)", "keep");
     int_0 = PyLong_FromLong(0);
     int_1 = PyLong_FromLong(1);
@@ -1430,7 +1456,9 @@ PyInit__speedups(void)
     int_1023 = PyLong_FromLong(1023);
     int_1024 = PyLong_FromLong(1024);
     int_65535 = PyLong_FromLong(65535);
-    if (!str_slow_path_packets || !str_tcp_mss_clamped || !str_clock || !str_out_port || !kw_keep || !int_0
+    if (!str_slow_path_packets || !str_tcp_mss_clamped || !str_clock || !str_out_port || !str_no_port
+        || !str_nat_no_free_port || !kw_keep
+        || !int_0
         || !int_1 || !int_6 || !int_17 || !int_1023 || !int_1024 || !int_65535)
         return NULL;
     int_one = PyLong_FromLong(1);

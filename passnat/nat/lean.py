@@ -103,7 +103,7 @@ class LeanPath:
         self.c_state = (self.ingress, self.egress, self.mss, r.local_addrs, r.broadcasts, r._hops, r.hop,
                         self.tcp_first, self.udp, self.udp_dns, self.dns_ports, self._hops, self._hop,
                         t.out_flows, r._counters, r, U16, t.admit, t.mapping_for, t.new_id, t.add, Session,
-                        t.rng is None, "napt", "tcpudp")
+                        t.rng is None, "napt", "tcpudp", r.log_event)
 
     def _hop(self, route: tuple[str, str]) -> Any:
         """The shared Hop (flow.py) of a fast-path direction that takes ``route`` (Router.hop)."""
