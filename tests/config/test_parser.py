@@ -5,6 +5,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
+from passnat.config.errors import ConfigError
 from passnat.config.model import (
     ANY_ADDR,
     TCPUDP,
@@ -29,7 +30,6 @@ from passnat.config.model import (
     TcpMss,
     TcpMssMode,
 )
-from passnat.config.errors import ConfigError
 from passnat.config.parser import parse
 from tests.config.helpers import parse_one
 

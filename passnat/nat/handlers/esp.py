@@ -203,7 +203,7 @@ class EspHandler(AddressOnlyHandler):
         """Keep ``pkt`` (as received) in one of the group's queues, for at most the window."""
         if len(queue) >= HOLD_MAX:
             return Drop.ESP_HELD_OVERFLOW
-        queue.append(Held(pkt.iface, pkt.orig, pkt.now, spi))
+        queue.append(Held(pkt.ingress, pkt.orig, pkt.now, spi))
         self.router.count(counter)
         self.router.wake(pkt.now + self.window)
         self._update_active(g)
@@ -239,7 +239,8 @@ class EspHandler(AddressOnlyHandler):
                                   f"ESP: {ntoa(ip.src)} and {ntoa(owner.in_addr)} both send SPI 0x{spi:08x} "
                                   f"to {ntoa(ip.dst)}")
             return self.send_out(pkt, s)
-        if self.mode is EspMode.SPI and self._slot_open(g, pkt.now) and g.slot is not s:
+        if (self.mode is EspMode.SPI and self._slot_open(g, pkt.now) and g.slot is not s
+                and not (s.info and s.info.get("unpaired_in"))):  # (an inside server's SPI pairs at once)
             return self._hold(g, g.held_out, pkt, spi, "esp_held_for_pairing")
         waiting = self._learn_out(g, s, spi, pkt.now)
         if self.mode is EspMode.SPI and waiting and g.slot is not s:
@@ -267,9 +268,9 @@ class EspHandler(AddressOnlyHandler):
             return None
         spi, seq = ss
         s = g.in_spi.get(spi)
-        if s is not None and s.alive:
+        if s is not None and s.alive and not pkt.is_hairpin_source(s):
             return self.deliver(pkt, s)
-        members = g.members()
+        members = [m for m in g.members() if not pkt.is_hairpin_source(m)]
         if not members:
             return None
         cand = self._candidate(g, members, seq, pkt.now)

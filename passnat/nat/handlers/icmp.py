@@ -82,8 +82,8 @@ class IcmpHandler:
             return None
         ip = pkt.ip
         s = self.router.table.in_flows[PROTO_ICMP].get(flow_key(ip.src, ip.dst, pkt.sport, 0))
-        if s is None:
-            return None
+        if s is None or pkt.is_hairpin_source(s):
+            return None  # (a reflected query finds its own sender's session: never handed back)
         s.last = pkt.now
         if t in icmpmod.QUERY_REPLIES and s.klass != ANSWERED:
             self.router.table.set_timeout(s, self.router.timeout(ANSWERED), ANSWERED)

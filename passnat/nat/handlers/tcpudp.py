@@ -127,7 +127,7 @@ class TcpUdpHandler:
     def inbound(self, pkt: Pkt) -> Verdict:
         ip = pkt.ip
         s = self.router.table.in_flows[ip.proto].get(flow_key(ip.src, ip.dst, pkt.sport, pkt.dport))
-        if s is None:
+        if s is None or pkt.is_hairpin_source(s):
             return None
         self.track(s, pkt, outbound=False)
         return self.translate(pkt, s, outbound=False)
