@@ -264,7 +264,7 @@ class FragmentTracker:
         """Drop held fragments older than the hold time (per fragment)."""
         q = self.queue
         expired = 0
-        while q and (not q[0].alive or now - q[0].since >= self.hold_time):
+        while q and (not q[0].alive or q[0].since + self.hold_time <= now):  # (the deadline's own sum)
             h = q.popleft()
             if not h.alive:
                 continue
@@ -305,7 +305,7 @@ class FragmentTracker:
         self._expire(now)
         while self.records:
             key, rec = next(iter(self.records.items()))
-            if now - rec.last < RECORD_LIFETIME:
+            if now < rec.last + RECORD_LIFETIME:
                 break
             del self.records[key]
         return []
