@@ -763,8 +763,8 @@ class Router:
             if self.snapt.lookup(nat_if, proto, pkt.dport) is not None:
                 return nat_if, False
         elif proto == PROTO_ICMP:
-            if pkt.icmp_type in icmpmod.QUERY_REQUESTS:
-                return None  # a ping to the router's global address
+            if pkt.icmp_type in icmpmod.QUERY_REQUESTS:  # SNAPT protocol icmp, or the router's own ping
+                return (nat_if, False) if self.snapt.lookup(nat_if, PROTO_ICMP, 0) is not None else None
             if pkt.icmp_type not in icmpmod.QUERY_REPLIES:
                 return (nat_if, False) if pkt.icmp_type in icmpmod.ERROR_TYPES else None
         else:

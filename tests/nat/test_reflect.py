@@ -312,3 +312,38 @@ def test_state_file_keeps_hairpinned_sessions(pure: bool) -> None:
     assert r2.import_state(state, 2.0, 1.0) == 2
     back = hop(r2, "lan0", udp(PC2, WAN_ADDR, 7000, 40000), 2.0)
     assert (back.src, back.sport, back.dst, back.dport) == (WAN_ADDR, 7000, PC1, 40000)
+
+
+def test_ipsec_server_published_inside_reached_from_inside_server_first() -> None:
+    """IKE (UDP 500) and raw ESP to an inside IPsec server through the global address; the
+    server sends first on the new SA: each side's SPI reaches the other, never the sender."""
+    r = router(f"nat snapt add protocol udp listen 500 forward {PC2} 500 interface lan1\n"
+               f"nat snapt add protocol esp forward {PC2} interface lan1\n")
+    hdr = b"\x11" * 8 + b"\x22" * 8 + bytes([35, 0x20, 35])
+    req = hop(r, "lan0", udp(PC1, WAN_ADDR, 500, 500, hdr + b"\x08" + b"\0\0\0\x01\0\0\0\x1c"), 0.0)
+    assert (req.src, req.dst, req.dport) == (WAN_ADDR, PC2, 500)
+    rsp = hop(r, "lan0", udp(PC2, WAN_ADDR, 500, req.sport, hdr + b"\x20" + b"\0\0\0\x01\0\0\0\x1c"), 0.01)
+    assert (rsp.src, rsp.sport, rsp.dst, rsp.dport) == (WAN_ADDR, 500, PC1, 500)
+    for i in range(3):
+        down = hop(r, "lan0", _esp(PC2, WAN_ADDR, 0xA1, i + 1, b"server-first"), 0.02 + i * 0.01)
+        assert (down.src, down.dst) == (WAN_ADDR, PC1)
+    for i in range(3):
+        up = hop(r, "lan0", _esp(PC1, WAN_ADDR, 0xB2, i + 1, b"client"), 0.1 + i * 0.01)
+        assert (up.src, up.dst) == (WAN_ADDR, PC2)
+    c = counters(r)
+    assert c["ike_child_sa_exchanges"] == 2 and "esp_inbound_held_ambiguous" not in c
+
+
+def test_icmp_echo_to_a_port_forwarded_global_with_snapt_protocol_icmp() -> None:
+    r = router(f"nat snapt add protocol icmp forward {PC2} interface lan1\n")
+    # from outside: the rule sends pings of the global address to PC2 (no longer the router's)
+    req = hop(r, "lan1", ping(SRV, WAN_ADDR, 0x51, seq=1), 0.0)
+    assert (req.src, req.dst, req[ICMP].id) == (SRV, PC2, 0x51)
+    rep = one(r.handle("lan0", ping(PC2, SRV, 0x51, seq=1, reply=True), 0.01), "lan1")
+    assert (rep.src, rep.dst, rep[ICMP].type) == (WAN_ADDR, SRV, 0)
+    # from inside, hairpinned: PC2 sees PC1's mapping, PC1 gets PC2's answer from the global address
+    req = hop(r, "lan0", ping(PC1, WAN_ADDR, 0x52, seq=7), 0.1)
+    assert (req.src, req.dst, req[ICMP].type, req[ICMP].id) == (WAN_ADDR, PC2, 8, 0x52)
+    rep = hop(r, "lan0", ping(PC2, WAN_ADDR, 0x52, seq=7, reply=True), 0.11)
+    assert (rep.src, rep.dst, rep[ICMP].type, rep[ICMP].id, rep[ICMP].seq) == (WAN_ADDR, PC1, 0, 0x52, 7)
+    assert counters(r)["icmp_snapt_forwarded"] == 2 and "local_echo_replies" not in counters(r)
