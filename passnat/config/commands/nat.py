@@ -7,8 +7,10 @@ SEIL's names: SNAT = ``nat static`` (1:1), DNAT = ``nat dynamic`` (pooled
 passnat extensions (documented in docs/config.md): protocol names in
 ``nat snapt add protocol``, ``nat timeout protocol esp|gre``, durations
 (``1h30m``) for timeouts, ``nat session maximum``, ``nat option
-esp-passthrough`` and ``nat option esp-pairing-window``, a single forward
-port for a listen range, CIDR ranges.
+esp-passthrough``, ``nat option esp-pairing-window`` and ``nat option
+reflect``, a single forward port for a listen range, CIDR ranges.  ``nat
+reflect add interface`` is SEIL's hairpinning; passnat reflects on every
+inside interface unless ``nat option reflect listed``.
 """
 from __future__ import annotations
 
