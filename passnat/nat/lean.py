@@ -119,7 +119,8 @@ class LeanPath:
             return None
         r = self.router
         if (src == 0 or src >> 24 == 127 or src >> 28 >= 0xE or dst >> 28 >= 0xE or dst == 0xFFFFFFFF
-                or src in r.local_addrs or src in r.broadcasts or dst in r.local_addrs or dst in r.broadcasts):
+                or src in r.local_addrs or src in r.broadcasts or dst in r.local_addrs or dst in r.broadcasts
+                or dst in r.nat_globals):  # (a global address: hairpinning or the router's, Router._reflect)
             return None
         if int.from_bytes(packet[:20], "big") % 0xFFFF:
             return None  # bad header checksum: the full path drops and counts it

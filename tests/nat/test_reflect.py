@@ -23,7 +23,7 @@ from scapy.layers.pptp import (
 
 import passnat
 from passnat.control.format import format_status_nat
-from passnat.nat.flow import F_SLOW
+from passnat.nat.flow import H_SLOW
 from passnat.nat.table import flow_key
 from passnat.packet.ipv4 import aton
 from tests.nat.esp_sim import _esp
@@ -98,8 +98,8 @@ def test_tcp_connection_through_a_port_forward_every_segment_translated_twice() 
         assert (data.src, data.dst, data.dport) == (WAN_ADDR, PC2, 7000)
         ack = hop(r, "lan0", tcp(PC2, WAN_ADDR, 7000, 41000, "A"), 0.03 + i)
         assert (ack.src, ack.sport, ack.dst, ack.dport) == (WAN_ADDR, 7000, PC1, 41000)
-    out_flow = r.table.out_flows[6][flow_key(aton(PC1), aton(WAN_ADDR), 41000, 7000)]
-    assert out_flow[F_SLOW] is True
+    sender = r.table.out_flows[6][flow_key(aton(PC1), aton(WAN_ADDR), 41000, 7000)]
+    assert sender.o_hop[H_SLOW] is True and sender.i_hop[H_SLOW] is True
     states = {(s["type"], s["inside"]): s["state"] for s in r.sessions(6.0) if s["protocol"] == "tcp"}
     assert states == {("napt", PC1): "established", ("snapt", PC2): "established"}
     hop(r, "lan0", tcp(PC1, WAN_ADDR, 41000, 7000, "FA"), 7.0)
@@ -347,3 +347,15 @@ def test_icmp_echo_to_a_port_forwarded_global_with_snapt_protocol_icmp() -> None
     rep = hop(r, "lan0", ping(PC2, WAN_ADDR, 0x52, seq=7, reply=True), 0.11)
     assert (rep.src, rep.dst, rep[ICMP].type, rep[ICMP].id, rep[ICMP].seq) == (WAN_ADDR, PC1, 0, 0x52, 7)
     assert counters(r)["icmp_snapt_forwarded"] == 2 and "local_echo_replies" not in counters(r)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_a_napt_global_that_is_no_interface_address_is_reflected_from_the_first_packet(lean: bool) -> None:
+    """The lean path (plain outbound NAPT) must leave a packet to a global address alone."""
+    r = passnat.Router(passnat.parse_config(
+        BASE + "nat napt add global 203.0.113.9 interface lan1\n"
+        f"nat snapt add protocol tcpudp listen 7000 forward {PC2} 7000 interface lan1\n"), lean=lean)
+    got = hop(r, "lan0", udp(PC1, "203.0.113.9", 40000, 7000), 0.0)
+    assert (got.src, got.dst, got.dport) == ("203.0.113.9", PC2, 7000)
+    rst = hop(r, "lan0", tcp(PC1, "203.0.113.9", 40000, 7001, "S"), 0.0)
+    assert (rst.src, str(rst[TCP].flags)) == ("203.0.113.9", "RA")
