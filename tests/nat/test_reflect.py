@@ -359,3 +359,15 @@ def test_a_napt_global_that_is_no_interface_address_is_reflected_from_the_first_
     assert (got.src, got.dst, got.dport) == ("203.0.113.9", PC2, 7000)
     rst = hop(r, "lan0", tcp(PC1, "203.0.113.9", 40000, 7001, "S"), 0.0)
     assert (rst.src, str(rst[TCP].flags)) == ("203.0.113.9", "RA")
+
+
+def test_a_bound_nat_dynamic_address_is_reflected_and_an_unbound_one_is_the_routers() -> None:
+    r = make_router("nat dynamic add private 192.168.0.13 interface lan1\n"
+                    "nat dynamic add global 203.0.113.6 interface lan1\n")
+    rst = hop(r, "lan0", tcp(PC1, "203.0.113.6", 46000, 80, "S"), 0.0)  # bound to nobody yet
+    assert (rst.src, str(rst[TCP].flags)) == ("203.0.113.6", "RA")
+    assert one(r.handle("lan0", udp(PC3, SRV, 5000, 53), 0.1), "lan1").src == "203.0.113.6"
+    syn = hop(r, "lan0", tcp(PC1, "203.0.113.6", 46000, 80, "S"), 0.2)
+    assert (syn.src, syn.sport, syn.dst, syn.dport) == (WAN_ADDR, 46000, PC3, 80)
+    synack = hop(r, "lan0", tcp(PC3, WAN_ADDR, 80, 46000, "SA"), 0.3)
+    assert (synack.src, synack.sport, synack.dst, synack.dport) == ("203.0.113.6", 80, PC1, 46000)
