@@ -274,7 +274,7 @@ count_flow(PyObject *s, PyObject *hop, PyObject *now)
  */
 enum { L_INGRESS, L_EGRESS, L_MSS, L_LOCAL, L_BCAST, L_ROUTES, L_ROUTE, L_TCP_FIRST, L_UDP, L_UDP_DNS,
        L_DNS_PORTS, L_HOPS, L_MAKE_HOP, L_OUT_FLOWS, L_COUNTERS, L_ROUTER, L_U16, L_ADMIT, L_MAPPING_FOR,
-       L_NEW_ID, L_ADD, L_SESSION, L_KEEP, L_NAPT, L_TCPUDP, L_LOG_EVENT, L_LEN };
+       L_NEW_ID, L_ADD, L_SESSION, L_KEEP, L_NAPT, L_TCPUDP, L_LOG_EVENT, L_NAT_GLOBALS, L_LEN };
 
 static PyObject *str_slow_path_packets, *str_tcp_mss_clamped, *str_clock, *str_out_port, *str_no_port, *kw_keep;
 static PyObject *str_nat_no_free_port; /* Drop.NO_PORT */
@@ -459,12 +459,12 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
         goto done;
     PyObject *local = PyTuple_GET_ITEM(st, L_LOCAL), *bcast = PyTuple_GET_ITEM(st, L_BCAST);
     int c1 = PyDict_Contains(local, srcl), c2 = PySet_Contains(bcast, srcl), c3 = PyDict_Contains(local, dstl),
-        c4 = PySet_Contains(bcast, dstl);
-    if (c1 < 0 || c2 < 0 || c3 < 0 || c4 < 0)
+        c4 = PySet_Contains(bcast, dstl), c5 = PyDict_Contains(PyTuple_GET_ITEM(st, L_NAT_GLOBALS), dstl);
+    if (c1 < 0 || c2 < 0 || c3 < 0 || c4 < 0 || c5 < 0)
         goto done;
     result = 0;
-    if (c1 || c2 || c3 || c4 || !header_ok(p))
-        goto done;
+    if (c1 || c2 || c3 || c4 || c5 || !header_ok(p))
+        goto done; /* (c5: a global address: hairpinning or the router's, Router._reflect) */
     result = -1;
     if ((hop = route(st, dstl)) == NULL)
         goto done;

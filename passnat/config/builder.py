@@ -92,6 +92,7 @@ class ConfigBuilder:
         self._route_lines: dict[tuple[IPv4Network, int], int] = {}
         self._nat_lines: dict[object, int] = {}
         self._snapt_lines: list[tuple[SnaptRule, int]] = []
+        self._reflect_lines: list[tuple[str, int, int]] = []  # (interface, line, column)
         self._filter_lines: dict[str, int] = {}
         self._skipped_filter_lines: dict[str, int] = {}
 
@@ -179,6 +180,11 @@ class ConfigBuilder:
         self._nat_lines[private_key] = self.line
         self.nat = replace(self.nat, static=(*self.nat.static, rule))
 
+    def add_reflect(self, interface: str, column: int) -> None:
+        self._claim(("reflect", interface), column, f"nat reflect is already on for {interface}")
+        self._reflect_lines.append((interface, self.line, column))
+        self.nat = replace(self.nat, reflect=(*self.nat.reflect, interface))
+
     def add_dynamic(self, rule: DynamicNat) -> None:
         self.nat = replace(self.nat, dynamic=(*self.nat.dynamic, rule))
 
@@ -214,6 +220,12 @@ class ConfigBuilder:
 
     def build(self) -> Config:
         interfaces = tuple(d.freeze() for d in self.interfaces.values())
+        nat_ifs = self.nat.nat_interfaces()
+        for name, line, column in self._reflect_lines:
+            if name in nat_ifs:
+                self.warnings.append(ConfigProblem(
+                    self.filename, line, column, f"{name} is a NAT interface: packets arriving on it are "
+                    "translated inbound, never reflected (name the inside interface)", "warning"))
         return Config(
             hostname=self.hostname,
             interfaces=tuple(i for i in interfaces if i != InterfaceConfig(i.name)),

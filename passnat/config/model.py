@@ -204,6 +204,13 @@ class EspMode(Enum):
     FIRST_COME = "first-come"  # SEIL: the first inside host gets every inbound ESP
 
 
+class ReflectMode(Enum):
+    """``nat option reflect``: where hairpinning (``nat reflect``) applies."""
+
+    ALL = "all"  # passnat default: every interface that is not a NAT interface (RFC 4787 REQ-9)
+    LISTED = "listed"  # SEIL: only the interfaces named by ``nat reflect add interface``
+
+
 class PortAssignment(Enum):
     AUTO = "auto"  # keep the source port when free, else a nearby one (SEIL default)
     RANDOM = "random"
@@ -254,6 +261,10 @@ class NatConfig:
     #: settling window for binding an unknown inbound SPI (``nat option esp-pairing-window``)
     esp_pairing_window: float = 1.0
     logging: bool = False
+    #: ``nat reflect add interface <if>``: interfaces whose packets to a global address are reflected
+    reflect: tuple[str, ...] = ()
+    #: ``nat option reflect`` (passnat): every non-NAT interface (default) or only the listed ones
+    reflect_mode: ReflectMode = ReflectMode.ALL
 
     def nat_interfaces(self) -> frozenset[str]:
         names: set[str] = set()
@@ -324,6 +335,14 @@ class FilterRule:
 # ------------------------------------------------------------------- options
 
 
+class RejectMode(Enum):
+    """``option ip reject``: which sides get a TCP RST / ICMP unreachable for a closed service."""
+
+    LAN = "lan"  # passnat default: packets from interfaces that are not NAT interfaces
+    ALL = "all"  # also from NAT (WAN) interfaces
+    OFF = "off"  # never: a silent drop everywhere
+
+
 @dataclass(frozen=True, slots=True)
 class IpOptions:
     """``option ip ...``.  passnat's requeueing default is on (RFC 4787 REQ-14)."""
@@ -331,6 +350,8 @@ class IpOptions:
     fragment_requeueing: bool = True
     fragment_requeueing_limit: int = 256
     fragment_requeueing_timeout: float = 5.0
+    #: ``option ip reject`` (passnat): answer packets for a service the router does not offer
+    reject: RejectMode = RejectMode.LAN
 
 
 # -------------------------------------------------------------------- config

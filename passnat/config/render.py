@@ -29,6 +29,8 @@ from passnat.config.model import (
     NatTimeouts,
     PortAssignment,
     PortRange,
+    ReflectMode,
+    RejectMode,
     Route,
     SnaptKind,
     SnaptRule,
@@ -140,6 +142,8 @@ def _nat(nat: NatConfig) -> Iterator[str]:
         yield f"nat static add {static.private} {static.global_} interface {static.interface}"
     for dynamic in nat.dynamic:
         yield f"nat dynamic add {dynamic.side} {dynamic.addresses} interface {dynamic.interface}"
+    for interface in nat.reflect:
+        yield f"nat reflect add interface {interface}"
     yield from _session(nat)
     yield from _nat_options(nat)
 
@@ -189,6 +193,8 @@ def _nat_options(nat: NatConfig) -> Iterator[str]:
         yield f"nat option esp-passthrough {nat.esp_mode.value}"
     if nat.esp_pairing_window != _DEFAULT_NAT.esp_pairing_window:
         yield f"nat option esp-pairing-window {round(nat.esp_pairing_window * 1000)}"
+    if nat.reflect_mode is not ReflectMode.ALL:
+        yield f"nat option reflect {nat.reflect_mode.value}"
 
 
 # ------------------------------------------------------------------- options
@@ -200,3 +206,5 @@ def _options(options: IpOptions) -> Iterator[str]:
         yield f"option ip fragment-requeueing-limit {options.fragment_requeueing_limit}"
     if options.fragment_requeueing_timeout != _DEFAULT_OPTIONS.fragment_requeueing_timeout:
         yield f"option ip fragment-requeueing-timeout {round(options.fragment_requeueing_timeout)}"
+    if options.reject is not RejectMode.LAN:
+        yield f"option ip reject {options.reject.value}"

@@ -8,7 +8,8 @@ that is ``%4d:%-5s %-8s %-3s %15s:%-5s = %15s:%-5s <-> %17s [HH:MM:SS]`` with th
 remote written ``address:port`` right-aligned, and the bracket the remaining
 idle time.  Protocols without ports (ESP, GRE without PPTP, others) leave the
 ``:port`` columns blank.  A record with ESP or PPTP details gets indented
-continuation lines (SPI owners and pairs, Call-ID mappings).  Address-only
+continuation lines (SPI owners and pairs, Call-ID mappings), and a session
+made by hairpinning (``nat reflect``) a ``reflect:`` line.  Address-only
 bindings (``nat dynamic``) are listed under "List of active IP mapping".
 """
 from __future__ import annotations
@@ -42,6 +43,8 @@ def nat_line(r: dict[str, Any]) -> str:
 def _detail_lines(r: dict[str, Any]) -> list[str]:
     pad = " " * 10
     out: list[str] = []
+    if r.get("reflect"):
+        out.append(f"{pad}reflect: hairpin, inside to inside through {r.get('remote')} (nat reflect)")
     esp = r.get("esp")
     if isinstance(esp, dict):
         line = f"{pad}esp: mode {esp.get('mode')}, {esp.get('state')}"

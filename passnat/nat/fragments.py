@@ -8,7 +8,12 @@ that decided it.  Later fragments of that datagram get the same treatment in
 ``later()`` -- same translation, same egress, counted on the same filter
 rules -- in both directions, whatever the protocol (TCP, UDP, ICMP, ESP,
 GRE, ...).  A first fragment the filter blocked is recorded too
-(``blocked()``): its later fragments are dropped under the same rule.
+(``blocked()``): its later fragments are dropped under the same rule.  A
+first fragment dropped for any other reason (no session, no route, a limit,
+...) is remembered by its fragment id for ``fragment-requeueing-timeout``
+seconds (``first_dropped()``, at most ``DROPPED_MAX`` datagrams): its later
+fragments, held or still to come, are dropped at once
+(``fragment_no_session``) instead of waiting out the hold.
 
 A later fragment that arrives before its first fragment, where the first
 fragment matters (NAT is involved -- it arrived on a NAT interface or leaves
@@ -50,6 +55,8 @@ if TYPE_CHECKING:
 
 RECORD_LIFETIME = 30.0
 RECORD_MAX = 8192
+#: datagrams whose first fragment was dropped, remembered at once (least recently dropped evicted)
+DROPPED_MAX = 1024
 #: byte ranges remembered per datagram for overlap detection (more are not checked)
 PIECES_MAX = 64
 
@@ -94,6 +101,7 @@ class Record:
     fc: Any = None  # filter counter object of the first fragment's decisions (or None)
     blocked: bool = False  # the filter blocked the first fragment
     pieces: list[Piece] = field(default_factory=list)
+    new_dst: int | None = None  # a reflected datagram (R26): its new destination besides new_addr
 
 
 @dataclass(slots=True, eq=False)
@@ -113,6 +121,7 @@ class FragmentTracker:
         self.held: dict[FragKey, list[HeldFragment]] = {}
         self.queue: deque[HeldFragment] = deque()  # held fragments in arrival order (some released)
         self.n_held = 0
+        self.dropped: OrderedDict[FragKey, float] = OrderedDict()  # first fragment dropped -> forget at
         self.configure()
 
     def configure(self) -> None:
@@ -123,14 +132,17 @@ class FragmentTracker:
 
     # ------------------------------------------------------------ first
 
-    def first(self, pkt: Pkt, oif: str, nh: str, new_addr: int | None, outbound: bool) -> list[Output]:
+    def first(self, pkt: Pkt, oif: str, nh: str, new_addr: int | None, outbound: bool, *,
+              new_dst: int | None = None) -> list[Output]:
         """Record the first fragment's treatment; returns held later fragments, processed."""
         now = pkt.now
         self._expire(now)
         key = frag_key(pkt.orig)
         filt = getattr(self.router, "filter", None)
         fc = filt.fragment_counter(pkt) if filt is not None else None
-        self._record(key, Record(new_addr, outbound, oif, nh, now, fc, pieces=[piece_of(pkt.orig)]))
+        self.dropped.pop(key, None)
+        self._record(key, Record(new_addr, outbound, oif, nh, now, fc, pieces=[piece_of(pkt.orig)],
+                                 new_dst=new_dst))
         held = self._release(key)
         if not held:
             return []
@@ -148,6 +160,21 @@ class FragmentTracker:
         self._record(key, Record(None, False, "", "", now, counter, blocked=True))
         for _ in self._release(key):
             self._block(counter)
+
+    def first_dropped(self, pkt: Pkt) -> None:
+        """First fragment ``pkt`` was dropped: its later fragments are dropped at once."""
+        now = pkt.now
+        self._expire(now)
+        key = frag_key(pkt.orig)
+        if key in self.records:
+            return  # blocked by the filter (counted on its rule), or an earlier copy went through
+        self.dropped[key] = now + self.hold_time
+        self.dropped.move_to_end(key)
+        while len(self.dropped) > DROPPED_MAX:
+            self.dropped.popitem(last=False)
+        held = self._release(key)
+        if held:
+            self.router.count(Drop.FRAG_NO_SESSION, len(held))
 
     def _record(self, key: FragKey, rec: Record) -> None:
         self.records[key] = rec
@@ -182,7 +209,12 @@ class FragmentTracker:
                 rec.pieces.append(piece)
             if rec.fc is not None:
                 rec.fc.count += 1
-            return router.forward_fragment(pkt, rec.new_addr, rec.outbound, rec.oif, rec.nh)
+            return router.forward_fragment(pkt, rec.new_addr, rec.outbound, rec.oif, rec.nh, rec.new_dst)
+        forget = self.dropped.get(key)
+        if forget is not None:
+            if now < forget:
+                return router.drop(Drop.FRAG_NO_SESSION)
+            del self.dropped[key]
         if not self._needs_first(pkt):
             return router.forward_fragment(pkt, None, False, None, None)
         if not self.requeue:
@@ -232,7 +264,7 @@ class FragmentTracker:
         """Drop held fragments older than the hold time (per fragment)."""
         q = self.queue
         expired = 0
-        while q and (not q[0].alive or now - q[0].since >= self.hold_time):
+        while q and (not q[0].alive or q[0].since + self.hold_time <= now):  # (the deadline's own sum)
             h = q.popleft()
             if not h.alive:
                 continue
@@ -245,6 +277,12 @@ class FragmentTracker:
             expired += 1
         if expired:
             self.router.count(Drop.FRAG_HOLD_EXPIRED, expired)
+        dropped = self.dropped
+        while dropped:
+            key, forget = next(iter(dropped.items()))
+            if forget > now:
+                break
+            del dropped[key]
 
     def _compact(self) -> None:
         """Keep the arrival queue proportional to what is held (released entries linger in it)."""
@@ -267,13 +305,14 @@ class FragmentTracker:
         self._expire(now)
         while self.records:
             key, rec = next(iter(self.records.items()))
-            if now - rec.last < RECORD_LIFETIME:
+            if now < rec.last + RECORD_LIFETIME:
                 break
             del self.records[key]
         return []
 
     def clear(self) -> None:
         self.records.clear()
+        self.dropped.clear()
         self.held.clear()
         self.queue.clear()
         self.n_held = 0
@@ -281,4 +320,4 @@ class FragmentTracker:
     def stats(self) -> dict[str, int]:
         """What is held and remembered now (for diagnostics and memory checks)."""
         return {"held": self.n_held, "held_datagrams": len(self.held), "records": len(self.records),
-                "queue": len(self.queue)}
+                "queue": len(self.queue), "dropped": len(self.dropped)}

@@ -103,7 +103,7 @@ class LeanPath:
         self.c_state = (self.ingress, self.egress, self.mss, r.local_addrs, r.broadcasts, r._hops, r.hop,
                         self.tcp_first, self.udp, self.udp_dns, self.dns_ports, self._hops, self._hop,
                         t.out_flows, r._counters, r, U16, t.admit, t.mapping_for, t.new_id, t.add, Session,
-                        t.rng is None, "napt", "tcpudp", r.log_event)
+                        t.rng is None, "napt", "tcpudp", r.log_event, r.nat_globals)
 
     def _hop(self, route: tuple[str, str]) -> Any:
         """The shared Hop (flow.py) of a fast-path direction that takes ``route`` (Router.hop)."""
@@ -133,7 +133,8 @@ class LeanPath:
             return None
         r = self.router
         if (src == 0 or src >> 24 == 127 or src >> 28 >= 0xE or dst >> 28 >= 0xE or dst == 0xFFFFFFFF
-                or src in r.local_addrs or src in r.broadcasts or dst in r.local_addrs or dst in r.broadcasts):
+                or src in r.local_addrs or src in r.broadcasts or dst in r.local_addrs or dst in r.broadcasts
+                or dst in r.nat_globals):  # (a global address: hairpinning or the router's, Router._reflect)
             return None
         if int.from_bytes(packet[:20], "big") % 0xFFFF:
             return None  # bad header checksum: the full path drops and counts it

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from passnat.config.model import Config, PortAssignment
+from passnat.config.model import Config, PortAssignment, ReflectMode, RejectMode
 from passnat.filter.engine import Filter
 from passnat.nat.actions import Addr, Output
 from passnat.nat.diagnose import Finding, VpnEvents, diagnose
@@ -62,7 +62,7 @@ from passnat.packet.ipv4 import (
     ntoa,
     parse,
 )
-from passnat.packet.tcp import SYN, clamp_mss
+from passnat.packet.tcp import RST, SYN, build_rst, clamp_mss
 from passnat.speedups import built as speedups_built
 from passnat.speedups import module as speedups_module
 
@@ -179,9 +179,20 @@ class Router:
                 self.nat_globals.setdefault(a, name)
         self.broadcasts = frozenset(b for itf in self.ifaces.values() for b in itf.broadcasts())
         self.filter = Filter(self, config, getattr(self, "filter", None))
+        self._apply_answers(config)
         self._build_fast_tables()
         if self.lean is not None:
             self.lean.configure()
+
+    def _apply_answers(self, config: Config) -> None:
+        """Hairpinning (``nat reflect``, R26) and answers for closed services (``option ip reject``, R27)."""
+        nat = config.nat
+        if nat.reflect_mode is ReflectMode.ALL:
+            reflect = {name for name in self.ifaces if name not in self.nat_ifaces}
+        else:
+            reflect = {name for name in nat.reflect if name in self.ifaces and name not in self.nat_ifaces}
+        self.reflect_ifaces = frozenset(reflect)
+        self.reject_mode = config.options.reject
 
     def _build_fast_tables(self) -> None:
         """Per ingress interface: (outbound?, 256-entry protocol -> flow dict list)."""
@@ -384,6 +395,8 @@ class Router:
         if s.proto == PROTO_TCP:
             from passnat.nat.tcp_track import TcpState
             rec["state"] = TcpState(s.tcp_state).name.lower() if s.tcp_state else "unknown"
+        if s.rem_addr in self.nat_globals:  # hairpinned: the far end is our own global address (R26)
+            rec["reflect"] = True
         handler = self.registry.by_name(s.handler)
         describe = getattr(handler, "describe", None)
         if describe is not None:
@@ -494,6 +507,8 @@ class Router:
             for s in pkt.created:
                 self.table.remove(s)
             pkt.created.clear()
+            if pkt.ip.frag & 0x2000 and not pkt.ip.frag & 0x1FFF and self.fragments is not None:
+                self.fragments.first_dropped(pkt)  # its later fragments go at once (R27)
         return []
 
     def _slow(self, interface: str, packet: bytes, now: float) -> list[Output]:
@@ -564,16 +579,25 @@ class Router:
         if pkt.iface in self.nat_ifaces:
             verdict = self._nat_inbound(pkt)
             if isinstance(verdict, Drop):
-                if verdict in _UNSOLICITED_DROPS and not self._filter(pkt, pkt.iface, inbound=True):
-                    verdict = Drop.FILTER_BLOCK  # the filter sees untranslated packets too (SEIL)
+                if verdict in _UNSOLICITED_DROPS:
+                    if not self._filter(pkt, pkt.iface, inbound=True):
+                        verdict = Drop.FILTER_BLOCK  # the filter sees untranslated packets too (SEIL)
+                    elif self.reject_mode is RejectMode.ALL and ip.proto in (PROTO_TCP, PROTO_UDP):
+                        out = self._reject(pkt)  # `option ip reject all`: a closed port answers
+                        self._drop(verdict, pkt)
+                        return out
                 return self._drop(verdict, pkt)
             if verdict is HELD:
                 return []
             fwd = verdict  # type: ignore[assignment]
+        elif ip.dst in self.nat_globals and pkt.iface in self.reflect_ifaces:
+            reflected = self._reflect(pkt)
+            if reflected is not None:
+                return reflected
         if not self._filter(pkt, pkt.iface, inbound=True):
             return self._drop(Drop.FILTER_BLOCK, pkt)
         if fwd is None:
-            if ip.dst in self.local_addrs or (pkt.iface in self.nat_ifaces and ip.dst in self.nat_globals):
+            if ip.dst in self.local_addrs or ip.dst in self.nat_globals:
                 return self._local(pkt)
             if ip.dst in self.broadcasts or ip.dst == 0xFFFFFFFF or ip.dst >> 28 == 0xE:
                 return self._drop(Drop.LOCAL_UNSUPPORTED)
@@ -621,11 +645,14 @@ class Router:
         return out
 
     def forward_fragment(self, pkt: Pkt, new_addr: int | None, outbound: bool, oif: str | None,
-                         nh: str | None) -> list[Output]:
-        """Forward a later fragment the way its first fragment went (R21)."""
+                         nh: str | None, new_dst: int | None = None) -> list[Output]:
+        """Forward a later fragment the way its first fragment went (R21); ``new_dst``: the
+        destination a reflected datagram got besides its new source."""
         from passnat.nat.icmp_errors import rewrite_address
         if new_addr is not None:
             rewrite_address(pkt, new_addr, outbound=outbound)
+        if new_dst is not None:
+            rewrite_address(pkt, new_dst, outbound=False)
         if oif is None or nh is None:
             hop = self.routes.lookup(pkt.ip.dst)
             if hop is None or hop is DISCARD:
@@ -638,7 +665,7 @@ class Router:
 
     def fragment_needs_nat(self, pkt: Pkt) -> bool:
         """Whether a later fragment's treatment depends on its first one (NAT involved)."""
-        if pkt.iface in self.nat_ifaces:
+        if pkt.iface in self.nat_ifaces or pkt.ip.dst in self.nat_globals:
             return True
         hop = self.routes.lookup(pkt.ip.dst)
         return hop is not None and hop is not DISCARD and hop[0] in self.nat_ifaces
@@ -666,8 +693,12 @@ class Router:
 
     # ------------------------------------------------------------- NAT steps
 
-    def _nat_inbound(self, pkt: Pkt) -> Verdict:
-        """Translate a packet that arrived on a NAT interface, in R2 priority order."""
+    def _nat_inbound(self, pkt: Pkt, *, reflect: bool = False) -> Verdict:
+        """Translate a packet that arrived on a NAT interface, in R2 priority order.
+
+        ``reflect``: the inbound step of a hairpinned packet (``_reflect``); what
+        nothing claims is not an unsolicited packet from outside.
+        """
         assert self.static is not None
         nat_if, dst, proto = pkt.iface, pkt.ip.dst, pkt.ip.proto
         private = self.static.static_private(nat_if, dst)
@@ -690,6 +721,8 @@ class Router:
                 return verdict
         if proto == PROTO_ICMP and pkt.icmp_type in icmpmod.QUERY_REQUESTS:
             return None  # a ping to the router's global address
+        if reflect:
+            return None
         self.vpn_events.unsolicited_packet(proto, pkt.ip.src, pkt.sport if proto == PROTO_UDP else 0, pkt.now)
         return _UNSOLICITED.get(proto, Drop.OTHER_NO_SESSION)
 
@@ -716,6 +749,123 @@ class Router:
         create = napt or self.snapt.is_target(nat_if, src, pkt.ip.proto)
         return handler.outbound(pkt, nat_if, nh, create)
 
+    # ------------------------------------------------------------- hairpinning
+
+    def _reflect_target(self, pkt: Pkt) -> tuple[str, bool] | None:
+        """Where a packet from an inside interface to a global address goes: (the NAT interface
+        of that address, whether an inside host's NAPT mapping owns the port) when something
+        there could own it (static or dynamic NAT, SNAPT, a mapping); None when it is the
+        router's own (a ping, a closed port)."""
+        assert self.static is not None
+        dst = pkt.ip.dst
+        nat_if = self.nat_globals.get(dst)
+        if nat_if is None:
+            return None
+        if (nat_if, dst) in self.static.static_in or (nat_if, dst) in self.static.bind_in:
+            return nat_if, False
+        if dst != self.globals.get(nat_if):
+            return None  # a dynamic-pool address bound to nobody
+        proto = pkt.ip.proto
+        if proto in (PROTO_TCP, PROTO_UDP):
+            if self.snapt.lookup(nat_if, proto, pkt.dport) is not None:
+                return nat_if, False
+        elif proto == PROTO_ICMP:
+            if pkt.icmp_type in icmpmod.QUERY_REQUESTS:  # SNAPT protocol icmp, or the router's own ping
+                return (nat_if, False) if self.snapt.lookup(nat_if, PROTO_ICMP, 0) is not None else None
+            if pkt.icmp_type not in icmpmod.QUERY_REPLIES:
+                return (nat_if, False) if pkt.icmp_type in icmpmod.ERROR_TYPES else None
+        else:
+            return nat_if, False  # address-only protocols: tried (their sessions decide), undone if none
+        pool = self.table.pools.get((proto, dst))
+        return (nat_if, True) if pool is not None and pkt.dport in pool.used else None
+
+    def _reflect(self, pkt: Pkt) -> list[Output] | None:
+        """Hairpinning (R26; RFC 4787 REQ-9, RFC 5382 REQ-8, RFC 5508 REQ-7; SEIL ``nat reflect``).
+
+        A packet from an inside interface to a global address is translated as
+        if it left through that address's NAT interface (its source becomes the
+        sender's own mapping, REQ-9b) and came straight back in (its destination
+        becomes the inside host that owns the address/port): two ordinary
+        sessions, so replies are translated the same way.  The filter sees it
+        at every point it crosses: in on the ingress interface, out and in on
+        the NAT interface, out on the egress.  Returns None when the address is
+        the router's own (handled as local), else the outputs.  A packet to an
+        inside host's mapping that does not accept the sender (its filtering)
+        is dropped as one from outside would be; one that nothing inside owns
+        is answered as the router's own (``_local``).
+        """
+        target = self._reflect_target(pkt)
+        if target is None:
+            return None
+        nat_if, mapped = target
+        ip, rx = pkt.ip, pkt.iface
+        if not self._filter(pkt, rx, inbound=True):
+            return self._drop(Drop.FILTER_BLOCK, pkt)
+        if ip.ttl <= 1:
+            out = self._icmp_error(pkt, icmpmod.TIME_EXCEEDED, 0)
+            self._drop(Drop.TTL_EXCEEDED, pkt)
+            return out
+        if not self._filter(pkt, nat_if, inbound=False):
+            return self._drop(Drop.FILTER_BLOCK, pkt)
+        verdict = self._nat_outbound(pkt, nat_if, Addr(ntoa(ip.dst)))
+        if isinstance(verdict, Drop):
+            return self._drop(verdict, pkt)
+        if verdict is HELD:
+            return []
+        if verdict is None:  # a sender in no NAT range has no mapping to be seen by
+            return self._reflect_undo(pkt, [])
+        out_fwd: Fwd = verdict  # type: ignore[assignment]
+        pkt.hairpin = (rx, out_fwd.session)
+        pkt.iface = nat_if
+        try:
+            verdict = self._nat_inbound(pkt, reflect=True)
+        finally:
+            pkt.iface = rx
+            pkt.hairpin = None
+        if verdict is None or (isinstance(verdict, Drop) and verdict in _UNSOLICITED_DROPS):
+            if mapped:  # an inside host's mapping that does not accept this sender: dropped there,
+                pkt.created.clear()  # as from outside -- the sender's own session stays (hole punching)
+                return out_fwd.extra + self._drop(Drop.NO_SESSION, pkt)
+            return self._reflect_undo(pkt, out_fwd.extra)
+        if isinstance(verdict, Drop):
+            out = self._drop(verdict, pkt)
+            return out_fwd.extra + out
+        if verdict is HELD:
+            return out_fwd.extra
+        in_fwd: Fwd = verdict  # type: ignore[assignment]
+        in_fwd.extra[:0] = out_fwd.extra
+        if not self._filter(pkt, nat_if, inbound=True):
+            return in_fwd.extra + self._drop(Drop.FILTER_BLOCK, pkt)
+        if in_fwd.oif is not None:
+            oif, nh = in_fwd.oif, in_fwd.nh or Addr(ntoa(ip.dst))
+        else:
+            hop = self.hop(ip.dst)
+            if hop is None:
+                return in_fwd.extra + self._drop(Drop.NO_ROUTE, pkt)
+            oif, nh = hop
+        if not self._filter(pkt, oif, inbound=False):
+            return in_fwd.extra + self._drop(Drop.FILTER_BLOCK, pkt)
+        self.count("reflected_packets")
+        if ip.frag & 0x2000:  # a first fragment: later ones get both addresses too
+            assert self.fragments is not None
+            buf = pkt.buf
+            new_src, new_dst = _I.unpack_from(buf, 12)[0], _I.unpack_from(buf, 16)[0]
+            out = self._emit(pkt, oif, nh, in_fwd)
+            if out:
+                out.extend(self.fragments.first(pkt, oif, nh, new_src, True, new_dst=new_dst))
+            return out
+        return self._emit(pkt, oif, nh, in_fwd)
+
+    def _reflect_undo(self, pkt: Pkt, extra: list[Output]) -> list[Output]:
+        """Nothing inside owns the destination: undo the outbound step and answer as the router."""
+        for s in pkt.created:
+            self.table.remove(s)
+        pkt.created.clear()
+        fresh = Pkt(bytearray(pkt.orig), parse(pkt.orig), pkt.iface, pkt.now, pkt.orig)
+        self._parse_l4(fresh)
+        self.count("reflect_no_owner")
+        return extra + self._local(fresh)
+
     def _address_nat(self, pkt: Pkt, new: int, *, outbound: bool) -> Fwd:
         """Static/dynamic NAT: rewrite one address (and any quoted ICMP header)."""
         from passnat.nat.icmp_errors import rewrite_address
@@ -733,33 +883,76 @@ class Router:
             reply = icmpmod.build_echo_reply(pkt.buf, ip.ihl)
             hop = self.hop(ip.src)
             if hop is None:
-                return self._drop(Drop.NO_ROUTE)
+                return self._drop(Drop.NO_ROUTE, pkt)
             self.count("local_echo_replies")
             return [Output(hop[0], hop[1], reply)]
-        return self._drop(Drop.LOCAL_UNSUPPORTED)
+        mode = self.reject_mode
+        out = self._reject(pkt) if mode is RejectMode.ALL or (
+            mode is RejectMode.LAN and pkt.iface not in self.nat_ifaces) else []
+        self._drop(Drop.LOCAL_UNSUPPORTED, pkt)
+        return out
 
-    # ------------------------------------------------------------- ICMP errors
+    def _reject(self, pkt: Pkt) -> list[Output]:
+        """Answer a packet for a service the router does not offer (R27; RFC 1812 §4.3.2.8 rate).
 
-    def _icmp_error(self, pkt: Pkt, icmp_type: int, code: int, mtu: int = 0) -> list[Output]:
-        """An ICMP error about ``pkt`` (as received) to its sender, rate limited."""
-        if not icmpmod.error_allowed(pkt.orig):
+        TCP gets a RST (RFC 9293 §3.10.7.1), UDP an ICMP port unreachable, other
+        protocols an ICMP protocol unreachable, each from the address the packet
+        was sent to; ICMP, later fragments and broadcasts get nothing.
+        """
+        ip = pkt.ip
+        if ip.frag & 0x1FFF or ip.dst in self.broadcasts or ip.dst == 0xFFFFFFFF or ip.dst >> 28 == 0xE:
             return []
-        now = pkt.now
+        proto = ip.proto
+        if proto == PROTO_ICMP:
+            return []
+        if proto == PROTO_TCP:
+            if pkt.flags & RST:
+                return []
+            rst = build_rst(pkt.orig, ip.ihl)
+            hop = self.hop(_I.unpack_from(pkt.orig, 12)[0])
+            if rst is None or hop is None:
+                return []
+            if not self._answer_token(pkt.now):
+                self.count("tcp_rst_rate_limited")
+                return []
+            self.count("tcp_rst_sent")
+            return [Output(hop[0], hop[1], rst)]
+        code = icmpmod.PORT_UNREACH if proto == PROTO_UDP else icmpmod.PROTO_UNREACH
+        return self._icmp_error(pkt, icmpmod.DEST_UNREACH, code, src=_I.unpack_from(pkt.orig, 16)[0])
+
+    def _answer_token(self, now: float) -> bool:
+        """One token of the bucket that limits what the router itself sends (ICMP errors, RSTs)."""
         elapsed = now - self._icmp_last
         self._icmp_last = now
         if elapsed > 0:
             self._icmp_tokens = min(ICMP_RATE, self._icmp_tokens + elapsed * ICMP_RATE)
         if self._icmp_tokens < 1:
+            return False
+        self._icmp_tokens -= 1
+        return True
+
+    # ------------------------------------------------------------- ICMP errors
+
+    def _icmp_error(self, pkt: Pkt, icmp_type: int, code: int, mtu: int = 0,
+                    src: int | None = None) -> list[Output]:
+        """An ICMP error about ``pkt`` (as received) to its sender, rate limited.
+
+        ``src``: the error's source address (default: the router's address on
+        the interface it leaves by).
+        """
+        if not icmpmod.error_allowed(pkt.orig):
+            return []
+        if not self._answer_token(pkt.now):
             self.count("icmp_errors_rate_limited")
             return []
-        self._icmp_tokens -= 1
         itf = self.ifaces[pkt.iface]
         hop = self.hop(pkt.ip.src)
-        src = itf.primary
+        if src is None:
+            src = itf.primary
+            if hop is not None and src is not None and hop[0] != pkt.iface:
+                src = self.ifaces[hop[0]].primary or src
         if hop is None or src is None:
             return []
-        if hop[0] != pkt.iface:
-            src = self.ifaces[hop[0]].primary or src
         self.count(f"icmp_sent_type{icmp_type}_code{code}")
         return [Output(hop[0], hop[1], icmpmod.build_error(src=src, orig=pkt.orig, icmp_type=icmp_type,
                                                            code=code, mtu=mtu))]

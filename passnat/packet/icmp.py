@@ -34,6 +34,7 @@ QUERY_REPLIES = {v: k for k, v in QUERY_REQUESTS.items()}
 # destination unreachable codes
 NET_UNREACH = 0
 HOST_UNREACH = 1
+PROTO_UNREACH = 2
 PORT_UNREACH = 3
 FRAG_NEEDED = 4
 ADMIN_PROHIBITED = 13

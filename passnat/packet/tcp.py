@@ -16,6 +16,7 @@ from passnat.packet.checksum import (
     delta16,
     pseudo_sum,
 )
+from passnat.packet.ipv4 import PROTO_TCP, build_header
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
@@ -99,3 +100,31 @@ def clamp_mss(buf: bytearray, ihl: int, limit: int) -> bool:
     _U16.pack_into(buf, 2, total + 4)
     _U16.pack_into(buf, 10, apply_delta(_U16.unpack_from(buf, 10)[0], delta16(total, total + 4)))
     return True
+
+
+def build_rst(orig: bytes | bytearray, ihl: int) -> bytes | None:
+    """The RST a closed port answers ``orig`` (an IPv4 TCP segment) with, or None.
+
+    RFC 9293 §3.10.7.1 (CLOSED): nothing for a RST; a segment with ACK gets
+    ``<SEQ=SEG.ACK><CTL=RST>``; one without gets
+    ``<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`` (SYN and FIN count in SEG.LEN).
+    The answer goes from the segment's destination to its source.
+    """
+    total = min(len(orig), (orig[2] << 8) | orig[3])
+    if total < ihl + 20:
+        return None
+    sport, dport, seq, ack = struct.unpack_from("!HHII", orig, ihl)
+    flags = orig[ihl + 13]
+    if flags & RST:
+        return None
+    if flags & ACK:
+        out_seq, out_ack, out_flags = ack, 0, RST
+    else:
+        seg_len = total - ihl - (orig[ihl + 12] >> 4) * 4
+        seg_len += (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        out_seq, out_ack, out_flags = 0, (seq + seg_len) & 0xFFFFFFFF, RST | ACK
+    src = int.from_bytes(orig[16:20], "big")
+    dst = int.from_bytes(orig[12:16], "big")
+    seg = bytearray(struct.pack("!HHIIBBHHH", dport, sport, out_seq, out_ack, 5 << 4, out_flags, 0, 0, 0))
+    _U16.pack_into(seg, 16, checksum(seg, 0, 20, pseudo_sum(src, dst, 6, 20)))
+    return bytes(build_header(src=src, dst=dst, proto=PROTO_TCP, payload_len=20) + seg)

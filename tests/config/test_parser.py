@@ -5,6 +5,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
+from passnat.config.errors import ConfigError
 from passnat.config.model import (
     ANY_ADDR,
     TCPUDP,
@@ -20,6 +21,8 @@ from passnat.config.model import (
     NaptPrivate,
     PortAssignment,
     PortRange,
+    ReflectMode,
+    RejectMode,
     Route,
     SnaptKind,
     SnaptRule,
@@ -241,6 +244,23 @@ def test_session_limits() -> None:
     assert (session.restricted_per_ip, session.restricted_per_private_ip, session.maximum) == (100, 4096, 65536)
 
 
+def test_nat_reflect() -> None:
+    nat = parse("nat reflect add interface lan0\nnat reflect add interface vlan2\n").nat
+    assert nat.reflect == ("lan0", "vlan2")
+    assert nat.reflect_mode is ReflectMode.ALL
+    assert "lan0" not in nat.nat_interfaces()
+    assert parse_one("nat option reflect listed").nat.reflect_mode is ReflectMode.LISTED
+    with pytest.raises(ConfigError, match="t.conf:2:27: error: nat reflect is already on for lan0 \\(line 1\\)"):
+        parse("nat reflect add interface lan0\nnat reflect add interface lan0\n", "t.conf")
+    with pytest.raises(ConfigError, match="t.conf:1:16: error: missing interface <interface>"):
+        parse("nat reflect add", "t.conf")
+    with pytest.raises(ConfigError, match="t.conf:1:27: error: expected an interface name"):
+        parse("nat reflect add interface eth0", "t.conf")
+    warned = parse("nat napt add private 10.0.0.0/8 interface lan1\nnat reflect add interface lan1\n", "t.conf")
+    assert warned.warnings == ("t.conf:2:27: warning: lan1 is a NAT interface: packets arriving on it are "
+                               "translated inbound, never reflected (name the inside interface)",)
+
+
 def test_nat_options() -> None:
     nat = parse(
         "nat option port-assignment random\n"
@@ -336,6 +356,15 @@ def test_fragment_requeueing_options() -> None:
     assert (options.fragment_requeueing, options.fragment_requeueing_limit, options.fragment_requeueing_timeout) == (
         False, 64, 2.0,
     )
+
+
+def test_reject_option() -> None:
+    assert parse("").options.reject is RejectMode.LAN
+    assert parse_one("option ip reject all").options.reject is RejectMode.ALL
+    assert parse_one("option ip reject off").options.reject is RejectMode.OFF
+    assert parse_one("option ip reject system-default").options.reject is RejectMode.LAN
+    with pytest.raises(ConfigError, match="t.conf:1:18: error: expected one of: lan, all, off or system-default, got \"wan\""):
+        parse("option ip reject wan", "t.conf")
 
 
 def test_fragment_requeueing_typo_is_read_as_the_real_keyword() -> None:

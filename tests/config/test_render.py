@@ -58,6 +58,11 @@ def body(config: Config) -> list[str]:
          "ipopts none state enable logging off disable")),
         ("filter default block", "filter default block"),
         ("option ip fragment-requeueing-timeout 3", "option ip fragment-requeueing-timeout 3"),
+        ("nat reflect add interface lan0", "nat reflect add interface lan0"),
+        ("nat option reflect listed", "nat option reflect listed"),
+        ("nat option reflect all", None),
+        ("option ip reject all", "option ip reject all"),
+        ("option ip reject lan", None),
     ],
 )
 def test_canonical_line(line: str, rendered: str | None) -> None:
@@ -228,10 +233,13 @@ LINES = st.one_of(
     _line("nat option {}", st.sampled_from(["port-assignment random", "port-assignment auto",
                                             "esp-passthrough first-come", "esp-pairing-window 150"])),
     _line("nat logging {}", st.sampled_from(["on", "off"])),
+    _line("nat reflect add interface {}", _interfaces),
+    _line("nat option reflect {}", st.sampled_from(["all", "listed", "system-default"])),
     _filter_line(),
     _line("filter default {}", st.sampled_from(["pass", "block"])),
     _line("option ip {}", st.sampled_from(["fragment-requeueing off", "fragment-requeueing-limit 10",
-                                          "fragment-requeueing-timeout 9", "redirects off"])),
+                                          "fragment-requeueing-timeout 9", "redirects off",
+                                          "reject all", "reject off", "reject lan"])),
     st.sampled_from(["ppp add x tcp-mss auto", "dhcp enable", "interface lan1 media auto"]),
 )
 

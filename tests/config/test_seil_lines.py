@@ -65,7 +65,7 @@ LINES: list[tuple[str, list[tuple[str, str]]]] = [
     ("nat dynamic add private 192.168.0.10-11 interface lan1", []),
     ("nat dynamic add global 10.0.0.2-10.0.0.3 interface lan1", []),
     ("nat bypass add 192.168.0.1 198.51.100.1 interface vlan0", [("bypass", f"nat bypass {SKIPPED}")]),
-    ("nat reflect add interface lan0", [("reflect", f"nat reflect {SKIPPED}")]),
+    ("nat reflect add interface lan0", []),
     ("nat proxy sip add port 5060 protocol tcpudp", [("proxy", f"nat proxy {SKIPPED}")]),
     ("nat proxy sip add port 5060 protocol udp", [("proxy", f"nat proxy {SKIPPED}")]),
     ("nat timeout 900", []),
@@ -133,6 +133,12 @@ LINES: list[tuple[str, list[tuple[str, str]]]] = [
     ("option ip recursive-lookup off", [("recursive-lookup", f"option ip recursive-lookup {SKIPPED}")]),
     ("option ip unicast-rpf none", [("unicast-rpf", f"option ip unicast-rpf {SKIPPED}")]),
     ("option ipv6 fragment-requeueing on", [("ipv6", f"option ipv6 {SKIPPED}")]),
+    # -- passnat extensions of this issue (R26, R27)
+    ("nat option reflect listed", []),
+    ("nat option reflect system-default", []),
+    ("option ip reject all", []),
+    ("option ip reject off", []),
+    ("option ip reject system-default", []),
 ]
 
 

@@ -3,12 +3,14 @@
 Each mode prints ``ready`` once it listens (servers) and, at the end, one JSON
 line with what it saw.  Every mode has a timeout: nothing here can hang a test.
 
-  tcp-sink PORT                 receive one connection until EOF: bytes, sha256, peer
+  tcp-sink PORT                 receive one connection until EOF: bytes, sha256, peer, peer_port
   tcp-send HOST PORT N [RATE]   send N random bytes (RATE bytes/s, 0 = unlimited): bytes, sha256
   tcp-serve PORT N              send N random bytes to one connection: bytes, sha256, peer
   tcp-fetch HOST PORT           receive until EOF: bytes, sha256
   tcp-hello PORT                answer one connection with "hello <peer address>"
   tcp-connect HOST PORT         connect and read one line: ok / errno name
+  tcp-probe HOST PORT           connect: ok / errno name, and how many seconds the answer took
+  udp-probe HOST PORT           one datagram on a connected socket: reply / refused (ICMP) / timeout, seconds
   udp-echo PORT SECONDS         echo datagrams: count, peers
   udp-ping HOST PORT N [SPORT]  send N datagrams, count replies: sent, received, local port
   udp-listen PORT SECONDS       count datagrams received
@@ -80,7 +82,7 @@ def main(argv: list[str]) -> None:
         c, peer = s.accept()
         c.settimeout(60)
         n, digest = recv_all(c)
-        out(bytes=n, sha256=digest, peer=peer[0])
+        out(bytes=n, sha256=digest, peer=peer[0], peer_port=peer[1])
     elif mode == "tcp-send":
         c = socket.create_connection((argv[1], int(argv[2])), timeout=30)
         digest = send_data(c, int(argv[3]), float(argv[4]) if len(argv) > 4 else 0.0)
@@ -112,6 +114,28 @@ def main(argv: list[str]) -> None:
             out(ok=True, line=c.makefile().readline().strip())
         except OSError as e:
             out(ok=False, errno=errno.errorcode.get(e.errno or 0, str(e)))
+    elif mode == "tcp-probe":
+        start = time.monotonic()
+        try:
+            c = socket.create_connection((argv[1], int(argv[2])), timeout=10)
+            c.close()
+            out(ok=True, seconds=round(time.monotonic() - start, 3))
+        except OSError as e:
+            out(ok=False, errno=errno.errorcode.get(e.errno or 0, str(e)), seconds=round(time.monotonic() - start, 3))
+    elif mode == "udp-probe":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect((argv[1], int(argv[2])))
+        s.settimeout(3.0)
+        start = time.monotonic()
+        s.send(b"probe")
+        try:
+            s.recv(65536)
+            result = "reply"
+        except ConnectionRefusedError:
+            result = "refused"
+        except TimeoutError:
+            result = "timeout"
+        out(result=result, seconds=round(time.monotonic() - start, 3))
     elif mode == "udp-echo":
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("0.0.0.0", int(argv[1])))

@@ -43,6 +43,22 @@ class Stats:
     wrong: list[tuple[float, str, str, int]] = field(default_factory=list)
     lost_late: list[tuple[float, int]] = field(default_factory=list)  # lost outside the settling window
     lost_settling: int = 0
+    per_sa: dict[int, int] = field(default_factory=dict)  # inbound SPI -> packets delivered right
+
+
+@dataclass
+class Exchange:
+    """A child-SA IKE exchange modelled end to end (``EspNet.ike_exchange``)."""
+
+    host: str
+    sa: SA
+    exchange: int
+    msgid: int
+    server_first: float | None  # the server's first ESP this long after its answer (None: it waits)
+    server_count: int
+    host_first: float | None  # the host's first ESP this long after it got the answer (None: never)
+    host_stop: float
+    sport: int = 0  # the host's IKE port as the server sees it
 
 
 def _esp(src: str, dst: str, spi: int, seq: int, tag: bytes) -> bytes:
@@ -67,6 +83,7 @@ class EspNet:
         self.stats = Stats()
         self.sent_at: dict[tuple[int, int], float] = {}  # (in_spi, seq) -> time sent by server
         self.silent_server_until: float = -1.0
+        self.exchanges: dict[int, Exchange] = {}  # by IKE message ID
 
     # ----------------------------------------------------------- scenario
 
@@ -94,13 +111,57 @@ class EspNet:
         """An IKEv2 response with ``exchange`` from the server to ``host`` via UDP 500."""
         self.schedule(t, "ike", (host, exchange))
 
+    def ike_exchange(self, host: str, t: float, sa: SA, *, exchange: int = 35, server_first: float | None = 0.001,
+                     server_count: int = 20, host_first: float | None = 0.2, host_stop: float = 30.0) -> Exchange:
+        """The whole exchange that makes ``sa``: the host's request at ``t`` through the router
+        (which may hold it for its turn), the server's answer when the request reaches it --
+        the server uses the SA from then on (``server_first``: it sends ``server_count`` packets
+        10 ms apart, starting that long after its answer) -- and the host's traffic once the
+        answer reached it (``host_first`` later, every 10 ms until ``host_stop``)."""
+        msgid = 1000 + len(self.exchanges)  # (the ``ike()`` shortcut uses 1)
+        x = Exchange(host, sa, exchange, msgid, server_first, server_count, host_first, host_stop)
+        self.exchanges[msgid] = x
+        self.schedule(t, "ike_request", x)
+        return x
+
+    @staticmethod
+    def _ike_message(host: str, exchange: int, msgid: int, response: bool) -> bytes:
+        ispi = socket.inet_aton(host) * 2  # one IKE SA per host
+        flags = 0x20 if response else 0x08
+        return ispi + b"\x22" * 8 + bytes([35, 0x20, exchange, flags]) + struct.pack("!II", msgid, 28)
+
+    def _ike_request(self, x: Exchange) -> None:
+        msg = self._ike_message(x.host, x.exchange, x.msgid, False)
+        self._deliver(self.r.handle("lan0", raw(IP(src=x.host, dst=SERVER) / UDP(sport=500, dport=500) / msg),
+                                    self.now))
+
+    def _server_ike_rx(self, x: Exchange) -> None:
+        """The server answers, and from now on uses the SA."""
+        msg = self._ike_message(x.host, x.exchange, x.msgid, True)
+        pkt = raw(IP(src=SERVER, dst=WAN) / UDP(sport=500, dport=x.sport) / msg)
+        self.schedule(self.now + self.latency, "wan_in", pkt)
+        if x.server_first is not None:
+            self.server_push(x.sa, self.now + x.server_first, x.server_count, 0.01)
+
+    def _host_ike_rx(self, x: Exchange) -> None:
+        if x.host_first is not None:
+            self.traffic(x.sa, self.now + x.host_first, x.host_stop, 0.01)
+
     # ---------------------------------------------------------------- run
 
     def run(self, until: float) -> Stats:
         """Run the scenario; packets in flight at ``until`` still arrive."""
-        while self.events and self.events[0][0] <= until + 1.0:
+        end = until + 1.0
+        while True:  # events and the router's timers in time order (a timer may start events)
+            nxt = self.events[0][0] if self.events else None
+            dl = self.r.next_deadline()
+            if dl is not None and dl <= end and (nxt is None or dl < nxt):
+                self.now = dl
+                self._deliver(self.r.on_timer(dl))
+                continue
+            if nxt is None or nxt > end:
+                break
             t, _, kind, data = heapq.heappop(self.events)
-            self._timers(t)
             self.now = t
             getattr(self, "_" + kind)(data)
         self._timers(until + self.settle + 5)
@@ -148,6 +209,8 @@ class EspNet:
         # the host's IKE request first (creates the UDP 500 session), then the answer
         request = raw(IP(src=host, dst=SERVER) / UDP(sport=500, dport=500) / (hdr[:19] + b"\x08" + hdr[20:]))
         outs = self.r.handle("lan0", request, self.now)
+        if not outs:
+            return  # held for its turn: this shortcut has no server to answer it later
         sport = IP(outs[0].packet)[UDP].sport
         self._deliver(self.r.handle("lan1", raw(IP(src=SERVER, dst=WAN) / UDP(sport=500, dport=sport) / hdr),
                                     self.now))
@@ -156,6 +219,9 @@ class EspNet:
         for o in outs:
             pkt = o.packet
             assert checksum(pkt, 0, 20) == 0, "bad IPv4 header checksum"
+            if pkt[9] == 17 and len(pkt) >= 56 and 500 in struct.unpack_from("!HH", pkt, 20):
+                self._ike_out(o.interface, pkt)
+                continue
             if pkt[9] != 50:
                 continue
             spi, seq = struct.unpack_from("!II", pkt, 20)
@@ -172,6 +238,21 @@ class EspNet:
                 self.stats.wrong.append((self.now, dst, sa.host, spi))
             elif sent is not None:
                 self.stats.delivered += 1
+                self.stats.per_sa[spi] = self.stats.per_sa.get(spi, 0) + 1
+
+    def _ike_out(self, interface: str, pkt: bytes) -> None:
+        """An IKE message the router sent: on to the server, or to the host."""
+        msgid = struct.unpack_from("!I", pkt, 28 + 20)[0]
+        x = self.exchanges.get(msgid)
+        if x is None:
+            return  # the ``ike()`` shortcut's messages
+        response = bool(pkt[28 + 19] & 0x20)
+        if interface == "lan1" and not response:
+            x.sport = struct.unpack_from("!H", pkt, 20)[0]
+            self.schedule(self.now + self.latency, "server_ike_rx", x)
+        elif interface == "lan0" and response:
+            assert socket.inet_ntoa(pkt[16:20]) == x.host, "IKE answer delivered to the wrong host"
+            self.schedule(self.now + self.latency, "host_ike_rx", x)
 
     def _server_rx(self, sa: SA) -> None:
         self._server_send(sa)

@@ -7,8 +7,10 @@ SEIL's names: SNAT = ``nat static`` (1:1), DNAT = ``nat dynamic`` (pooled
 passnat extensions (documented in docs/config.md): protocol names in
 ``nat snapt add protocol``, ``nat timeout protocol esp|gre``, durations
 (``1h30m``) for timeouts, ``nat session maximum``, ``nat option
-esp-passthrough`` and ``nat option esp-pairing-window``, a single forward
-port for a listen range, CIDR ranges.
+esp-passthrough``, ``nat option esp-pairing-window`` and ``nat option
+reflect``, a single forward port for a listen range, CIDR ranges.  ``nat
+reflect add interface`` is SEIL's hairpinning; passnat reflects on every
+inside interface unless ``nat option reflect listed``.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from passnat.config.model import (
     NaptPrivate,
     PortAssignment,
     PortRange,
+    ReflectMode,
     SnaptKind,
     SnaptRule,
     StaticNat,
@@ -304,6 +307,37 @@ def option_esp_pairing_window(b: ConfigBuilder, args: Args) -> None:
     b.nat = replace(b.nat, esp_pairing_window=milliseconds / 1000)
 
 
+# ------------------------------------------------------------------ reflect
+
+REFLECT_MODE = or_default(enum_choice(ReflectMode), ReflectMode.ALL)
+
+
+def reflect_add(b: ConfigBuilder, args: Args) -> None:
+    """nat reflect add interface <interface>
+
+    Hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8): packets arriving on
+    <interface> for a global address (SNAPT, static or dynamic NAT, an inside
+    host's NAPT mapping) are translated to the inside host, with the sender's
+    own global mapping as their source.
+    """
+    params = read_params(args, _INTERFACE_ONLY)
+    given = params.get("interface")
+    if given is None:
+        raise Problem(args.line.end_column, "missing interface <interface>")
+    b.add_reflect(param(params, "interface", str, ""), given.column)
+
+
+def option_reflect(b: ConfigBuilder, args: Args) -> None:
+    """nat option reflect { all | listed | system-default }   (passnat extension; default all)
+
+    all: every interface that is not a NAT interface reflects; listed: only the
+    interfaces named by ``nat reflect add interface`` (SEIL's behaviour).
+    """
+    mode = args.take(REFLECT_MODE)
+    args.end()
+    b.nat = replace(b.nat, reflect_mode=mode)
+
+
 def logging(b: ConfigBuilder, args: Args) -> None:
     """nat logging { on | off }"""
     enabled = args.take(ON_OFF)
@@ -327,10 +361,11 @@ COMMANDS = (
     Command("nat option port-assignment", option_port_assignment),
     Command("nat option esp-passthrough", option_esp_passthrough),
     Command("nat option esp-pairing-window", option_esp_pairing_window),
+    Command("nat option reflect", option_reflect),
+    Command("nat reflect add", reflect_add),
     Command("nat logging", logging),
     skip("nat bypass"),
     skip("nat proxy"),
-    skip("nat reflect"),
     skip("nat upnp"),
     skip("nat6"),
 )

@@ -1,4 +1,4 @@
-"""``option ip ...``: fragment requeueing (R22) and its passnat limits.
+"""``option ip ...``: fragment requeueing (R22) and its passnat limits; ``reject`` (R27).
 
 passnat's default is ``fragment-requeueing on`` where SEIL's is off: RFC 4787
 REQ-14 requires a NAT to handle fragments that arrive out of order.  The
@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from passnat.config.builder import ConfigBuilder
+from passnat.config.model import RejectMode
 from passnat.config.syntax import Args, Command, skip
-from passnat.config.values import ON_OFF, integer, or_default
+from passnat.config.values import ON_OFF, enum_choice, integer, or_default
 
 REQUEUEING_LIMIT = or_default(integer(1, 65535, "a fragment count"), 256)
 REQUEUEING_TIMEOUT = or_default(integer(1, 60, "seconds"), 5)
@@ -47,7 +48,23 @@ def fragment_requeueing_timeout(b: ConfigBuilder, args: Args) -> None:
     b.options = replace(b.options, fragment_requeueing_timeout=float(seconds))
 
 
+REJECT_MODE = or_default(enum_choice(RejectMode), RejectMode.LAN)
+
+
+def reject(b: ConfigBuilder, args: Args) -> None:
+    """option ip reject { lan | all | off | system-default }   (passnat extension; default lan)
+
+    Packets for a service the router does not offer get a TCP RST or an ICMP
+    port/protocol unreachable (rate limited): lan from interfaces that are
+    not NAT interfaces, all from every interface, off never (silent drop).
+    """
+    mode = args.take(REJECT_MODE)
+    args.end()
+    b.options = replace(b.options, reject=mode)
+
+
 COMMANDS = (
+    Command("option ip reject", reject),
     Command("option ip fragment-requeueing", fragment_requeueing),
     Command(f"option ip {_TYPO}", fragment_requeueing_typo),
     Command("option ip fragment-requeueing-limit", fragment_requeueing_limit),

@@ -49,7 +49,8 @@ class Pkt:
     default factory costs noticeably more).
     """
 
-    __slots__ = ("buf", "ip", "iface", "now", "orig", "sport", "dport", "flags", "icmp_type", "created")
+    __slots__ = ("buf", "ip", "iface", "now", "orig", "sport", "dport", "flags", "icmp_type", "created",
+                 "hairpin")
 
     def __init__(self, buf: bytearray, ip: IPv4, iface: str, now: float, orig: bytes):
         self.buf = buf
@@ -62,10 +63,24 @@ class Pkt:
         self.flags = 0  # TCP flags
         self.icmp_type = -1
         self.created: list[Session] = []  # sessions made for this packet (rolled back on a drop)
+        #: a reflected (hairpinned) packet in its inbound step: (the interface it really arrived
+        #: on, the session its outbound step used); handlers never hand it back to that session
+        self.hairpin: tuple[str, Session | None] | None = None
 
     @property
     def l4(self) -> int:
         return self.ip.ihl
+
+    @property
+    def ingress(self) -> str:
+        """The interface the packet arrived on (``iface`` is the NAT interface while reflected)."""
+        hp = self.hairpin
+        return self.iface if hp is None else hp[0]
+
+    def is_hairpin_source(self, s: Session) -> bool:
+        """True when ``s`` is the session that translated this reflected packet on its way out."""
+        hp = self.hairpin
+        return hp is not None and hp[1] is s
 
     @property
     def proto(self) -> int:

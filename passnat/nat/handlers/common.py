@@ -73,6 +73,8 @@ def install_port_flows(router: Router, s: Session, *, slow: bool = False) -> Non
     if in_hop is None:
         in_hop = (s.lan_if or s.nat_if, ntoa(s.in_addr))
     s.lan_if = in_hop[0]
+    if s.rem_addr in router.nat_globals:
+        slow = True  # hairpinned (R26): every packet needs two translations (Router._reflect)
     o_hop = (out_hop[0], out_hop[1], router.mtu(out_hop[0]), slow or out_hop[0] != s.nat_if, None)
     # an ICMP query's replies go to the slow path until the first one (it changes the timer)
     i_hop = (in_hop[0], in_hop[1], router.mtu(in_hop[0]), slow or (s.proto == 1 and s.klass != "icmp-answered"), None)

@@ -14,13 +14,10 @@ inside host that talks ESP to it (先着一名問題).
     time an unknown inbound SPI arrives, to the first candidate of:
       1. the host holding the *pairing slot*: it sent a new outbound SPI that
          has no inbound partner yet, less than the pairing window ago;
-      2. the host whose IKE exchange creating child SAs (IKEv2 IKE_AUTH or
-         CREATE_CHILD_SA response, IKEv1 Quick Mode; UDP 500 is clear text)
-         with the server completed most recently, within ``IKE_HINT`` s;
-      3. the host with the oldest unpaired outbound SPI;
-      4. the only inside host talking ESP to that server.
+      2. the host with the oldest unpaired outbound SPI;
+      3. the only inside host talking ESP to that server.
     An inbound SPI whose sequence number says it is not a fresh SA (> 64)
-    tries 3 before 1.
+    tries 2 before 1.
   Serialisation keeps this deterministic: one host holds the slot at a time.
   Another host's packets on a *new* outbound SPI to the same server are held
   (not sent) until the slot closes -- when its partner arrives, or after the
@@ -30,6 +27,24 @@ inside host that talks ESP to it (先着一名問題).
   a host that already has SAs) and other hosts' running SAs never move.
   Inbound ESP from a server no inside host talks to is dropped
   (``esp_unsolicited``): no hole punching.
+
+IKE hints (spi mode; UDP 500 is clear text): every IKE exchange that creates
+a child SA -- IKEv2 IKE_AUTH (35) and CREATE_CHILD_SA (36), IKEv1 Quick Mode
+(32) -- announces exactly one new inbound SPI of its inside host.  Its
+response leaves a *pending hint* (host, time) until an inbound SPI is bound
+to that host (or ``IKE_HINT`` s pass).  A fresh unknown inbound SPI (first
+seen with a sequence number <= 64) while hints are pending goes only by
+them: the candidates are the hosts whose hint came before the SPI was first
+seen (a server cannot use an SA before answering the exchange that made it);
+exactly one -- and no pairing slot held by a host without a hint -- binds
+the SPI to it, creating its ESP session if it has sent no ESP yet (the server
+sends first); otherwise the packet is held.  The "only member" rule never
+applies while another host has a pending hint.  To keep one host at a time
+between an exchange and its first inbound SPI, a child-SA exchange of another
+host with the same server is held (``ike_held_for_pairing``) while one is
+under way (request seen, no answer yet, at most ``IKE_REQUEST_BLOCK`` s) or
+answered less than the pairing window ago and not yet bound; it is released
+the moment that SPI binds, or when the window passes.
 """
 from __future__ import annotations
 
@@ -55,6 +70,10 @@ if TYPE_CHECKING:
 FRESH_SEQ = 64
 #: how long after a child-SA-creating IKE exchange its host is a candidate
 IKE_HINT = 10.0
+#: how long an unanswered child-SA exchange keeps other hosts' exchanges with that server waiting
+IKE_REQUEST_BLOCK = 2.0
+#: unknown inbound SPIs remembered per group (first sequence number and time seen)
+UNKNOWN_MAX = 64
 #: held packets per group and direction
 HOLD_MAX = 64
 
@@ -74,6 +93,17 @@ class Held:
     spi: int = 0
 
 
+@dataclass(eq=False)
+class IkeExchange:
+    """One child-SA-creating IKE exchange of an inside host with a server."""
+
+    host: int
+    key: bytes  # IKE SA initiator SPI + message ID: retransmissions and IKEv1's 3 messages are one
+    request: float  # when the request was seen
+    request_outbound: bool  # the request's direction (IKEv1 Quick Mode: the first message's)
+    answered: float | None = None  # when the response was seen: the pending hint's time
+
+
 @dataclass
 class EspGroup:
     """Everything known about ESP between one global address and one server."""
@@ -86,7 +116,11 @@ class EspGroup:
     slot_since: float = 0.0
     held_out: list[Held] = field(default_factory=list)
     held_in: list[Held] = field(default_factory=list)
-    ike: dict[int, float] = field(default_factory=dict)  # inside host -> child-SA exchange time
+    #: child-SA IKE exchanges whose new inbound SPI is not known yet, oldest first
+    ike: list[IkeExchange] = field(default_factory=list)
+    held_ike: list[Held] = field(default_factory=list)  # other hosts' IKE waiting for their turn
+    #: unknown inbound SPIs: spi -> [first sequence number, first seen, last seen]
+    unknown: dict[int, list[float]] = field(default_factory=dict)
 
     def members(self) -> list[Session]:
         seen: dict[int, Session] = {}
@@ -111,7 +145,8 @@ class EspHandler(AddressOnlyHandler):
     def __init__(self) -> None:
         super().__init__()
         self.groups: dict[tuple[str, int], EspGroup] = {}
-        self.active: set[tuple[str, int]] = set()  # groups with a slot or held packets
+        self.active: set[tuple[str, int]] = set()  # groups with a slot, held packets or IKE state
+        self.last_timer = float("-inf")  # the latest on_timer time (deadlines already served)
 
     def bind(self, router: Router) -> None:
         self.router = router
@@ -146,7 +181,7 @@ class EspHandler(AddressOnlyHandler):
         return g
 
     def _slot_open(self, g: EspGroup, now: float) -> bool:
-        return g.slot is not None and g.slot.alive and now - g.slot_since < self.window
+        return g.slot is not None and g.slot.alive and now < g.slot_since + self.window
 
     def _learn_out(self, g: EspGroup, s: Session, spi: int, now: float) -> bool:
         """Learn an outbound SPI of ``s``; True when it still waits for its inbound partner.
@@ -178,9 +213,13 @@ class EspHandler(AddressOnlyHandler):
         """Bind inbound ``spi`` to ``s``; returns packets this releases."""
         info = _info(s)
         g.in_spi[spi] = s
+        g.unknown.pop(spi, None)
         self._record_in(s, spi)
         self.router.count("esp_spi_learned")
         released: list[Output] = []
+        if self._consume_hint(g, s.in_addr, now):
+            released.extend(self._redecide_held(g, now))
+            released.extend(self._release_ike(g, now))
         if g.held_in:
             mine = [h for h in g.held_in if h.spi == spi]
             g.held_in = [h for h in g.held_in if h.spi != spi]
@@ -189,6 +228,29 @@ class EspHandler(AddressOnlyHandler):
         if g.slot is s and not info["unpaired"]:
             released.extend(self._close_slot(g, now))
         self._update_active(g)
+        return released
+
+    def _consume_hint(self, g: EspGroup, host: int, now: float) -> bool:
+        """An inbound SPI of ``host`` is known now: its oldest answered exchange is done."""
+        for x in g.ike:
+            if x.host == host and x.answered is not None:
+                g.ike.remove(x)
+                return True
+        return False
+
+    def _redecide_held(self, g: EspGroup, now: float) -> list[Output]:
+        """A hint was used up: held unknown SPIs whose candidate is now unique go to it
+        (only to hosts that already have an ESP session; the others wait for their next packet)."""
+        released: list[Output] = []
+        for spi in dict.fromkeys(h.spi for h in g.held_in):
+            if spi in g.in_spi:
+                continue
+            seen = g.unknown.get(spi)
+            if seen is None:
+                continue
+            cand = self._candidate(g, g.members(), int(seen[0]), seen[1], now, create=False)
+            if isinstance(cand, Session):
+                released.extend(self._bind_in(g, cand, spi, now))
         return released
 
     def _close_slot(self, g: EspGroup, now: float) -> list[Output]:
@@ -203,7 +265,7 @@ class EspHandler(AddressOnlyHandler):
         """Keep ``pkt`` (as received) in one of the group's queues, for at most the window."""
         if len(queue) >= HOLD_MAX:
             return Drop.ESP_HELD_OVERFLOW
-        queue.append(Held(pkt.iface, pkt.orig, pkt.now, spi))
+        queue.append(Held(pkt.ingress, pkt.orig, pkt.now, spi))
         self.router.count(counter)
         self.router.wake(pkt.now + self.window)
         self._update_active(g)
@@ -211,7 +273,7 @@ class EspHandler(AddressOnlyHandler):
 
     def _update_active(self, g: EspGroup) -> None:
         key = (g.nat_if, g.remote)
-        if g.slot is not None or g.held_in or g.held_out:
+        if g.slot is not None or g.held_in or g.held_out or g.ike or g.held_ike or g.unknown:
             self.active.add(key)
         else:
             self.active.discard(key)
@@ -239,7 +301,8 @@ class EspHandler(AddressOnlyHandler):
                                   f"ESP: {ntoa(ip.src)} and {ntoa(owner.in_addr)} both send SPI 0x{spi:08x} "
                                   f"to {ntoa(ip.dst)}")
             return self.send_out(pkt, s)
-        if self.mode is EspMode.SPI and self._slot_open(g, pkt.now) and g.slot is not s:
+        if (self.mode is EspMode.SPI and self._slot_open(g, pkt.now) and g.slot is not s
+                and not (s.info and s.info.get("unpaired_in"))):  # (an inside server's SPI pairs at once)
             return self._hold(g, g.held_out, pkt, spi, "esp_held_for_pairing")
         waiting = self._learn_out(g, s, spi, pkt.now)
         if self.mode is EspMode.SPI and waiting and g.slot is not s:
@@ -267,30 +330,58 @@ class EspHandler(AddressOnlyHandler):
             return None
         spi, seq = ss
         s = g.in_spi.get(spi)
-        if s is not None and s.alive:
+        if s is not None and s.alive and not pkt.is_hairpin_source(s):
             return self.deliver(pkt, s)
-        members = g.members()
-        if not members:
+        now = pkt.now
+        self._expire_hints(g, now)
+        hp = pkt.hairpin
+        exclude = hp[1].in_addr if hp is not None and hp[1] is not None else None
+        members = [m for m in g.members() if not pkt.is_hairpin_source(m)]
+        if not members and not self._pending(g, exclude):
             return None
-        cand = self._candidate(g, members, seq, pkt.now)
+        seen = g.unknown.get(spi)
+        if seen is None:
+            seen = [seq, now, now]
+            if len(g.unknown) < UNKNOWN_MAX:
+                g.unknown[spi] = seen
+        seen[2] = now
+        cand = self._candidate(g, members, int(seen[0]), seen[1], now, exclude=exclude)
+        if isinstance(cand, int):  # a hinted host without an ESP session: the server sends first
+            made = self.new_session(pkt, kind="napt", nat_if=g.nat_if, host=cand, remote=g.remote)
+            if isinstance(made, Drop):
+                return made
+            self.router.count("esp_session_from_ike_hint")
+            cand = made
         if cand is None:
             return self._hold(g, g.held_in, pkt, spi, "esp_inbound_held_ambiguous")
-        released = self._bind_in(g, cand, spi, pkt.now)
+        released = self._bind_in(g, cand, spi, now)
         fwd = self.deliver(pkt, cand)
         fwd.extra.extend(released)
         return fwd
 
-    def _candidate(self, g: EspGroup, members: list[Session], seq: int, now: float) -> Session | None:
-        def slot() -> Session | None:
-            return g.slot if self._slot_open(g, now) else None
+    def _pending(self, g: EspGroup, exclude: int | None = None) -> list[IkeExchange]:
+        return [x for x in g.ike if x.answered is not None and x.host != exclude]
 
-        def ike() -> Session | None:
-            recent = [(t, host) for host, t in g.ike.items() if now - t <= IKE_HINT]
-            for _, host in sorted(recent, reverse=True):
-                for s in members:
-                    if s.in_addr == host:
-                        return s
-            return None
+    def _candidate(self, g: EspGroup, members: list[Session], seq: int, first_seen: float, now: float, *,
+                   exclude: int | None = None, create: bool = True) -> Session | int | None:
+        """Who an unknown inbound SPI belongs to: a session, a hinted host without one (an int,
+        when ``create``), or None (hold).  ``seq`` and ``first_seen``: its first packet's."""
+        slot = g.slot if self._slot_open(g, now) else None
+        if slot is not None and slot.in_addr == exclude:
+            slot = None
+        pending = self._pending(g, exclude)
+        if pending and seq <= FRESH_SEQ:
+            # a server cannot use an SA before it answered the exchange that made it
+            hosts = {x.host for x in pending if x.answered is not None and x.answered <= first_seen}
+            if len(hosts) != 1:
+                return None  # none yet, or several hosts' new SAs at once: wait for more
+            (host,) = hosts
+            if slot is not None and slot.in_addr != host:
+                return None  # the slot's host waits for a partner too (an SA no exchange announced)
+            for m in members:
+                if m.in_addr == host:
+                    return m
+            return host if create else None
 
         def oldest_unpaired() -> Session | None:
             waiting = [(_info(s)["unpaired"][0][1], s.id, s) for s in members
@@ -298,11 +389,13 @@ class EspHandler(AddressOnlyHandler):
             return min(waiting)[2] if waiting else None
 
         def only() -> Session | None:
-            return members[0] if len(members) == 1 else None
+            if len(members) != 1 or any(x.host != members[0].in_addr for x in pending):
+                return None  # never the sole member while an exchange names another host
+            return members[0]
 
-        order = (oldest_unpaired, slot, ike, only) if seq > FRESH_SEQ else (slot, ike, oldest_unpaired, only)
-        for hint in order:
-            s = hint()
+        for rule in ((oldest_unpaired, lambda: slot, only) if seq > FRESH_SEQ
+                     else (lambda: slot, oldest_unpaired, only)):
+            s = rule()
             if s is not None:
                 return s
         return None
@@ -319,15 +412,74 @@ class EspHandler(AddressOnlyHandler):
     # ------------------------------------------------------------- IKE
 
     def observe_ike(self, nat_if: str, host: int, remote: int, payload: bytes, outbound: bool,
-                    now: float) -> None:
-        """Note IKE exchanges that create child SAs (UDP 500 carries IKE in clear)."""
+                    now: float, pkt: Pkt | None = None) -> bool:
+        """Note IKE exchanges that create child SAs (UDP 500 carries IKE in clear); True when
+        ``pkt`` (such an exchange's request) is held for its turn (see the module docstring)."""
         if len(payload) < 28:
-            return
-        version, exch, flags = payload[17] >> 4, payload[18], payload[19]
-        ikev2_child = version == 2 and exch in (IKEV2_IKE_AUTH, IKEV2_CREATE_CHILD_SA) and flags & IKEV2_RESPONSE
-        if ikev2_child or (version == 1 and exch == IKEV1_QUICK_MODE):
-            self.group(nat_if, remote).ike[host] = now
+            return False
+        version, exch = payload[17] >> 4, payload[18]
+        if not ((version == 2 and exch in (IKEV2_IKE_AUTH, IKEV2_CREATE_CHILD_SA))
+                or (version == 1 and exch == IKEV1_QUICK_MODE)):
+            return False
+        key = payload[:8] + payload[20:24]  # initiator SPI + message ID
+        g = self.group(nat_if, remote)
+        self._expire_hints(g, now)
+        x = next((e for e in g.ike if e.host == host and e.key == key), None)
+        if version == 2:
+            response = bool(payload[19] & IKEV2_RESPONSE)
+        else:  # Quick Mode: the first message in the other direction answers
+            response = x is not None and outbound != x.request_outbound
+        if x is None and not response:
+            hp = pkt.hairpin if pkt is not None else None
+            other = hp[1].in_addr if hp is not None and hp[1] is not None else None
+            if self.mode is EspMode.SPI and pkt is not None and self._ike_busy(g, host, other, now):
+                if len(g.held_ike) >= HOLD_MAX:
+                    self.router.count(Drop.ESP_HELD_OVERFLOW)
+                    return False
+                g.held_ike.append(Held(pkt.ingress, pkt.orig, now))
+                self.router.count("ike_held_for_pairing")
+                self.router.wake(now + self.window)
+                self._update_active(g)
+                return True
+            g.ike.append(IkeExchange(host, key, now, outbound))
+            self.router.wake(now + IKE_HINT)
+        elif response and (x is None or x.answered is None):
+            if x is None:  # the request passed before we knew the group: the answer still counts
+                x = IkeExchange(host, key, now, not outbound)
+                g.ike.append(x)
+            x.answered = now
             self.router.count("ike_child_sa_exchanges")
+            self.router.wake(now + self.window)
+        self._update_active(g)
+        return False
+
+    def _ike_busy(self, g: EspGroup, host: int, other: int | None, now: float) -> bool:
+        """Whether another host's child-SA exchange with this server is under way or waits for
+        its first inbound SPI (``other``: the far side of a hairpinned exchange, never busy)."""
+        for x in g.ike:
+            if x.host == host or x.host == other:
+                continue
+            if x.answered is None and now < x.request + IKE_REQUEST_BLOCK:
+                return True
+            if x.answered is not None and now < x.answered + self.window:
+                return True
+        return False
+
+    @staticmethod
+    def _expire_hints(g: EspGroup, now: float) -> None:
+        """Exchanges (answered or not) older than ``IKE_HINT`` name nobody any more."""
+        if g.ike:
+            g.ike = [x for x in g.ike if now < (x.request if x.answered is None else x.answered) + IKE_HINT]
+
+    def _release_ike(self, g: EspGroup, now: float) -> list[Output]:
+        """Let held IKE exchanges go once no other host's exchange keeps them waiting."""
+        released: list[Output] = []
+        if not g.held_ike:
+            return released
+        held, g.held_ike = g.held_ike, []
+        for h in held:
+            released.extend(self.router.reinject(h.iface, h.data, now))  # (held again if still busy)
+        return released
 
     # ------------------------------------------------------------ timers
 
@@ -337,30 +489,49 @@ class EspHandler(AddressOnlyHandler):
             g = self.groups.get(key)
             if g is None:
                 continue
-            for t in ([g.slot_since + self.window] if g.slot is not None else []) + \
-                     [h.since + self.window for h in g.held_in[:1]]:
+            times = ([g.slot_since + self.window] if g.slot is not None else []) + \
+                [h.since + self.window for h in g.held_in[:1]]
+            if g.held_ike:
+                times.extend(self._ike_turns(g))
+            times.extend((x.answered if x.answered is not None else x.request) + IKE_HINT for x in g.ike[:1])
+            times.extend(v[2] + IKE_HINT for v in list(g.unknown.values())[:1])
+            for t in times:
                 if best is None or t < best:
                     best = t
         return best
 
+    def _ike_turns(self, g: EspGroup) -> list[float]:
+        """When the exchanges that keep held IKE waiting stop doing so (the next such moment)."""
+        turns = [x.request + IKE_REQUEST_BLOCK if x.answered is None else x.answered + self.window for x in g.ike]
+        return [min(t for t in turns if t > self.last_timer)] if any(t > self.last_timer for t in turns) else []
+
     def on_timer(self, now: float) -> list[Output]:
+        self.last_timer = max(self.last_timer, now)
         out: list[Output] = []
         for key in list(self.active):
             g = self.groups.get(key)
             if g is None:
                 self.active.discard(key)
                 continue
-            expired = [h for h in g.held_in if now - h.since >= self.window]
+            expired = [h for h in g.held_in if h.since + self.window <= now]  # (the deadline's own sum)
             if expired:
-                g.held_in = [h for h in g.held_in if now - h.since < self.window]
+                g.held_in = [h for h in g.held_in if h.since + self.window > now]
                 self.router.count(Drop.ESP_AMBIGUOUS, len(expired))
                 self.router.log_event(f"esp-ambiguous-{g.remote}", now,
                                       f"ESP from {ntoa(g.remote)}: {len(expired)} packet(s) with an SPI "
                                       "no inside host could be told apart for; dropped")
-            if g.slot is not None and (not g.slot.alive or now - g.slot_since >= self.window):
+            if g.slot is not None and (not g.slot.alive or g.slot_since + self.window <= now):
                 self.router.count("esp_pairing_window_expired")
                 out.extend(self._close_slot(g, now))
+            self._expire_hints(g, now)
+            if g.unknown:  # an unknown SPI is forgotten once nothing arrives on it for IKE_HINT s
+                g.unknown = {k: v for k, v in g.unknown.items() if now < v[2] + IKE_HINT}
+            if g.held_ike:
+                out.extend(self._release_ike(g, now))
             self._update_active(g)
+            if not (g.out_spi or g.in_spi or g.held_out or g.held_in or g.ike or g.held_ike or g.unknown):
+                self.groups.pop(key, None)
+                self.active.discard(key)
         return out
 
     # ---------------------------------------------------------- sessions
@@ -372,10 +543,9 @@ class EspHandler(AddressOnlyHandler):
             return
         g.out_spi = {k: v for k, v in g.out_spi.items() if v is not s}
         g.in_spi = {k: v for k, v in g.in_spi.items() if v is not s}
-        g.ike.pop(s.in_addr, None)
         if g.slot is s:
             g.slot = None
-        if not g.out_spi and not g.in_spi and not g.held_out and not g.held_in:
+        if not (g.out_spi or g.in_spi or g.held_out or g.held_in or g.ike or g.held_ike):
             self.groups.pop((s.nat_if, s.rem_addr), None)
             self.active.discard((s.nat_if, s.rem_addr))
 

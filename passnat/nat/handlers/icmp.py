@@ -6,7 +6,8 @@ identifier; the reply finds it by (remote, global, outside id) and switches
 it to the short "answered" timer (SEIL), where it stays: later requests and
 replies of the same id refresh it (a ping every second keeps it), and once
 answered, echo requests and replies take the fast path (the inbound direction
-is slow only until the first reply, which changes the timer).  Errors: the quoted header names the
+is slow only until the first reply, which changes the timer).  A SNAPT ``protocol icmp``
+rule sends queries to the global address to its inside host.  Errors: the quoted header names the
 session (see ``icmp_errors``); protocols other than TCP, UDP and ICMP are
 looked up through their own handler's ``error_session``.
 """
@@ -18,7 +19,7 @@ from passnat.nat.drops import Drop
 from passnat.nat.flow import H_NH, H_OIF, rewrite
 from passnat.nat.handlers.base import Fwd, Pkt, Priority, Verdict
 from passnat.nat.handlers.common import admit, install_port_flows, make_session, restore_port_session
-from passnat.nat.icmp_errors import Quoted, quoted, translate_error
+from passnat.nat.icmp_errors import Quoted, quoted, rewrite_address, translate_error
 from passnat.nat.session import Session
 from passnat.nat.static import SnaptTarget
 from passnat.nat.table import flow_key
@@ -56,6 +57,11 @@ class IcmpHandler:
         if s is not None:
             s.last = pkt.now
             return self._translate(pkt, s, outbound=True)
+        if t in icmpmod.QUERY_REPLIES and self.router.snapt.is_target(nat_if, ip.src, PROTO_ICMP):
+            g = self.router.globals.get(nat_if)  # the answer of a query SNAPT forwarded to this host
+            if g is not None:
+                rewrite_address(pkt, g, outbound=True)
+                return Fwd()
         if not create or t not in icmpmod.QUERY_REQUESTS:
             return None
         reason = admit(self.router, pkt, ip.src)
@@ -82,8 +88,8 @@ class IcmpHandler:
             return None
         ip = pkt.ip
         s = self.router.table.in_flows[PROTO_ICMP].get(flow_key(ip.src, ip.dst, pkt.sport, 0))
-        if s is None:
-            return None
+        if s is None or pkt.is_hairpin_source(s):
+            return None  # (a reflected query finds its own sender's session: never handed back)
         s.last = pkt.now
         if t in icmpmod.QUERY_REPLIES and s.klass != ANSWERED:
             self.router.table.set_timeout(s, self.router.timeout(ANSWERED), ANSWERED)
@@ -91,7 +97,17 @@ class IcmpHandler:
         return self._translate(pkt, s, outbound=False)
 
     def snapt_inbound(self, pkt: Pkt, target: SnaptTarget) -> Verdict:
-        return None  # ICMP to the global address is the router's (SNAPT protocol 1 is address-only)
+        """``nat snapt add protocol icmp forward <ip>``: queries to the global address go to that
+        host, address-only (identifiers unchanged, no session: a query to the global address
+        from the global address itself -- hairpinned -- would need two sessions under one key);
+        its answers leave with the global address (``outbound``).  Without the rule the router
+        answers them itself."""
+        if pkt.icmp_type not in icmpmod.QUERY_REQUESTS:
+            return None
+        rewrite_address(pkt, target.addr, outbound=False)
+        self.router.count("icmp_snapt_forwarded")
+        hop = self.router.hop(target.addr)
+        return Fwd(oif=hop[0], nh=hop[1]) if hop else Fwd()
 
     def _translate(self, pkt: Pkt, s: Session, outbound: bool) -> Fwd:
         rewrite(pkt.buf, pkt.ip.ihl, PROTO_ICMP, s, outbound)

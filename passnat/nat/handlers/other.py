@@ -139,7 +139,11 @@ class AddressOnlyHandler:
         ip = pkt.ip
         if ip.dst != self.router.globals.get(pkt.iface):
             return None
-        s = self.owner(ip.proto, pkt.iface, ip.src)
+        if pkt.hairpin is not None:  # reflected: the first owner that is not the sender's own session
+            lst = self.by_remote.get((ip.proto, pkt.iface, ip.src), ())
+            s = next((x for x in lst if not pkt.is_hairpin_source(x)), None)
+        else:
+            s = self.owner(ip.proto, pkt.iface, ip.src)
         if s is None:
             return None
         return self.deliver(pkt, s)

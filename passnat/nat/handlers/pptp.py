@@ -195,7 +195,7 @@ class PptpHandler(TcpUdpHandler):
         if changed:
             set_checksum(buf, ihl)
         if st.pending_from is not None:
-            st.held.append((pkt.iface, pkt.orig, pkt.now))
+            st.held.append((pkt.ingress, pkt.orig, pkt.now))
             self.router.count("pptp_segments_held")
             self.router.wake(pkt.now + SEGMENT_HOLD)
             return HELD, []

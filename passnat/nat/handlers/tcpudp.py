@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from passnat.nat import tcp_track
 from passnat.nat.drops import Drop
 from passnat.nat.flow import H_NH, H_OIF, rewrite
-from passnat.nat.handlers.base import Fwd, Pkt, Priority, Verdict
+from passnat.nat.handlers.base import HELD, Fwd, Pkt, Priority, Verdict
 from passnat.nat.handlers.common import admit, install_port_flows, make_session, restore_port_session
 from passnat.nat.ports import port_range
 from passnat.nat.session import Session
@@ -99,12 +99,12 @@ class TcpUdpHandler:
         s = self.router.table.out_flows[ip.proto].get(flow_key(ip.src, ip.dst, pkt.sport, pkt.dport))
         if s is not None:
             self.track(s, pkt, outbound=True)
-            return self.translate(pkt, s, outbound=True)
+            return self.forward(pkt, s, outbound=True)
         if not create:
             return None
         return self.create_outbound(pkt, nat_if)
 
-    def create_outbound(self, pkt: Pkt, nat_if: str) -> Fwd | Drop:
+    def create_outbound(self, pkt: Pkt, nat_if: str) -> Verdict:
         router, ip = self.router, pkt.ip
         reason = admit(router, pkt, ip.src)
         if reason is not None:
@@ -120,17 +120,17 @@ class TcpUdpHandler:
             return Drop.NO_PORT
         s = self._new(pkt, kind="napt", nat_if=nat_if, in_addr=ip.src, in_port=pkt.sport,
                       out_addr=m.out_addr, out_port=m.out_port, rem_addr=ip.dst, rem_port=pkt.dport, mapping=m)
-        return self.translate(pkt, s, outbound=True)
+        return self.forward(pkt, s, outbound=True)
 
     # ------------------------------------------------------------- inbound
 
     def inbound(self, pkt: Pkt) -> Verdict:
         ip = pkt.ip
         s = self.router.table.in_flows[ip.proto].get(flow_key(ip.src, ip.dst, pkt.sport, pkt.dport))
-        if s is None:
+        if s is None or pkt.is_hairpin_source(s):
             return None
         self.track(s, pkt, outbound=False)
-        return self.translate(pkt, s, outbound=False)
+        return self.forward(pkt, s, outbound=False)
 
     def snapt_inbound(self, pkt: Pkt, target: SnaptTarget) -> Verdict:
         reason = admit(self.router, pkt, target.addr)
@@ -139,13 +139,11 @@ class TcpUdpHandler:
         ip = pkt.ip
         s = self._new(pkt, kind="snapt", nat_if=pkt.iface, in_addr=target.addr, in_port=target.port,
                       out_addr=ip.dst, out_port=pkt.dport, rem_addr=ip.src, rem_port=pkt.sport)
-        return self.translate(pkt, s, outbound=False)
+        return self.forward(pkt, s, outbound=False)
 
     # ------------------------------------------------------------ rewrite
 
     def translate(self, pkt: Pkt, s: Session, outbound: bool) -> Fwd:
-        if s.proto == PROTO_UDP and IKE_PORT in (s.in_port, s.rem_port):
-            self._observe_ike(pkt, s, outbound)
         rewrite(pkt.buf, pkt.ip.ihl, pkt.ip.proto, s, outbound)
         if outbound:
             pkt.ip.src, pkt.sport = s.out_addr, s.out_port
@@ -155,12 +153,19 @@ class TcpUdpHandler:
         assert hop is not None
         return Fwd(oif=hop[H_OIF], nh=hop[H_NH], session=s)
 
-    def _observe_ike(self, pkt: Pkt, s: Session, outbound: bool) -> None:
+    def forward(self, pkt: Pkt, s: Session, outbound: bool) -> Verdict:
+        """Translate ``pkt`` on ``s`` -- unless the ESP handler holds an IKE exchange for its turn."""
+        if s.proto == PROTO_UDP and IKE_PORT in (s.in_port, s.rem_port) and self._observe_ike(pkt, s, outbound):
+            return HELD
+        return self.translate(pkt, s, outbound)
+
+    def _observe_ike(self, pkt: Pkt, s: Session, outbound: bool) -> bool:
         esp = self.router.registry.by_name("esp")
         observe = getattr(esp, "observe_ike", None)
-        if observe is not None:
-            payload = bytes(pkt.buf[pkt.ip.ihl + 8:])
-            observe(s.nat_if, s.in_addr, s.rem_addr, payload, outbound, pkt.now)
+        if observe is None or pkt.ip.frag & 0x1FFF:
+            return False
+        payload = bytes(pkt.buf[pkt.ip.ihl + 8:])
+        return bool(observe(s.nat_if, s.in_addr, s.rem_addr, payload, outbound, pkt.now, pkt))
 
     def on_remove(self, s: Session) -> None:
         return None
