@@ -383,11 +383,14 @@ class Daemon:
                                 self.partial_max, spin_ns, lean, self._send, self._lean_error, Output)
         else:
             done = self._walk_python(links, budget, now)
+        resynced = False
         for lk, b in zip(links, before):
             if lk.polled:
                 lk.polled = False
-                if lk.fast_state[ST_RX_PACKETS] == b:
-                    self._resync(lk)
+                if lk.fast_state[ST_RX_PACKETS] == b and self._resync(lk):
+                    resynced = True
+        if resynced:  # frames were waiting elsewhere in the ring: take them now
+            return self._walk(entries, links, spin_ns)
         if done < budget:
             return False
         for lk in links:  # the budget ran out: is a frame still waiting?
@@ -517,9 +520,10 @@ class Daemon:
         status = TP_STATUS_CSUMNOTREADY if vnet[0] & VNET_F_NEEDS_CSUM else 0
         self._rx_special(link, pkt, len(frame), len(frame), status, vnet, now)
 
-    def _resync(self, link: Link) -> None:
+    def _resync(self, link: Link) -> bool:
         """``poll`` said the ring is readable but the slot at our head is not ours: find the oldest
-        slot handed over (by its kernel timestamp) and go on from there; drain stray copies."""
+        slot handed over (by its kernel timestamp) and go on from there (True); drain stray
+        copies (False)."""
         ring = link.ring
         assert ring is not None
         mm, size = ring.mm, ring.frame_size
@@ -531,9 +535,10 @@ class Daemon:
                 link.resync_logged = True
                 log.warning("%s: the receive ring was out of step (%d frame(s) waiting elsewhere); resumed at "
                             "the oldest (counted as ring_resync)", link.name, len(ready))
-            return
+            return True
         while ring.recv_copy() is not None:
             link.counters["rx_copy_orphan"] += 1
+        return False
 
     def _rx_special(self, link: Link, pkt: bytes, snap: int, length: int, status: int, vnet_hdr: bytes,
                     now: float) -> None:

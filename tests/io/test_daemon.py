@@ -63,6 +63,47 @@ def test_arp_answered_then_forwarding_with_macs(tmp_path: Path) -> None:
     assert st["rx_packets"] == 2 and d.links["lan1"].stats()["tx_packets"] == 2
 
 
+def test_an_arp_reply_is_read_between_bursts_of_the_other_link(tmp_path: Path) -> None:
+    """1000 new flows to an unresolved next hop arrive in one burst, and the next hop's ARP reply
+    right behind them on the other link: the links take turns (64 frames), so the reply is read
+    after the first 64 and nothing overflows the 64-packet ARP queue (no arp_queue_full)."""
+    from tests.io.fakes import FakeRing
+    d, rings, txs, _ = make_daemon(tmp_path)
+    rings["lan0"] = d.links["lan0"].ring = FakeRing(frames=2048)  # type: ignore[assignment]
+    d._bind_rx()
+    pkts = [raw(IP(src="192.168.0.11", dst="203.0.113.10") / UDP(sport=10000 + i, dport=53) / b"q")
+            for i in range(1000)]
+    rings["lan0"].put([(eth(p), 0, b"", None) for p in pkts])
+    rings["lan1"].put([(arp_frame(2, SRV_MAC, "203.0.113.10", "203.0.113.1", dst=MACS["lan1"]), 0, b"", None)])
+    while d._drain_all():
+        pass
+    counters = d.links["lan1"].stats()["counters"]
+    assert counters.get("arp_queue_full", 0) == 0
+    sent = [Ether(f) for f in txs["lan1"].frames]
+    assert sum(1 for e in sent if e.haslayer(UDP)) == 1000 and all(e.dst == SRV_MAC for e in sent if e.haslayer(UDP))
+
+
+def test_a_ring_out_of_step_is_resynchronised_not_spun_on(tmp_path: Path) -> None:
+    """The reader's head on an empty slot while frames wait further on (the state the old block
+    ring could reach after an overload, where poll() said readable ~24,000 times a second): the
+    next walk after poll() finds the oldest frame handed over, takes every frame in order, counts
+    ring_resync once, and then the loop rests (no more frames: no spin)."""
+    d, rings, txs, _ = make_daemon(tmp_path)
+    learn(d, rings)
+    ring, link = rings["lan0"], d.links["lan0"]
+    ring.fill = 20  # the kernel writes at slot 20 on; the reader stays at its head (slot 1)
+    pkts = [raw(IP(src="192.168.0.11", dst="203.0.113.10") / UDP(sport=7000 + i, dport=53) / bytes([i]))
+            for i in range(8)]
+    ring.put([(eth(p), 0, b"", None) for p in pkts])
+    link.polled = True  # poll() reported the ring readable
+    assert d._drain_all() is False
+    assert d.counters["ring_resync"] == 1
+    sent = [Ether(f) for f in txs["lan1"].frames if Ether(f).haslayer(UDP)]
+    assert [bytes(e[UDP].payload) for e in sent] == [bytes([i]) for i in range(8)]
+    link.polled = True  # nothing waits any more: a readable poll() now finds nothing, resyncs nothing
+    assert d._drain_all() is False and d.counters["ring_resync"] == 1
+
+
 def test_unresolved_next_hop_queues_then_releases(tmp_path: Path) -> None:
     d, rings, txs, _ = make_daemon(tmp_path)
     pkts = [raw(IP(src="192.168.0.11", dst="203.0.113.10") / UDP(sport=5000, dport=53) / bytes([i]))
