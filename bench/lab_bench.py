@@ -267,7 +267,7 @@ class Bench:
         self.passnat = self.lab.spawn("r", ["nice", "-n", str(self.args.router_nice), "taskset", "-c", str(self.args.router_cpu),
                                             sys.executable, "-m", "passnat", "run",
                                             "--config", str(conf), "--control", self.ctl, "--log-level", "warning",
-                                            "--prepare"],
+                                            "--prepare", *self.args.passnat_arg],
                                       stderr_path=self.work / "passnat.log")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -635,6 +635,8 @@ def main() -> int:
     ap.add_argument("--sender-nice", type=int, default=-10, help="the sender's nice value (default -10)")
     ap.add_argument("--router-nice", type=int, default=-10,
                     help="passnat's nice value (default -10; the kernel NAT runs in softirq, ahead of every process)")
+    ap.add_argument("--passnat-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for passnat run (repeatable), e.g. --passnat-arg=--no-shed")
     ap.add_argument("--json", metavar="FILE", help="also write every figure (and every trial) as JSON")
     args = ap.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -86,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     return run(RunRequest(config_path=args.config, control_path=args.control, mappings=args.interface,
                           state_file=args.state_file, prepare=args.prepare, log_level=args.log_level,
-                          capture=args.capture, http=args.http, spin_us=args.spin_us,
+                          capture=args.capture, http=args.http, spin_us=args.spin_us, shed=not args.no_shed,
                           state_interval=args.state_interval))
 
 
@@ -128,6 +128,10 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--http", metavar="ADDRESS:PORT",
                    help="serve the status page (/) and Prometheus metrics (/metrics) over HTTP on this "
                         "address, e.g. 127.0.0.1:9469 (default: off)")
+    r.add_argument("--no-shed", action="store_true",
+                   help="do not attach the load-shedding XDP program (passnat/io/shed.py: under an overload it "
+                        "drops a fraction of the frames before the kernel's receive work, so passnat keeps "
+                        "forwarding at its peak)")
     r.add_argument("--spin-us", type=int, default=50, metavar="US",
                    help="after forwarding, keep looking for frames this many microseconds before sleeping "
                         "(default 50; 0: sleep at once; more: lower latency and fewer wake-ups under "

@@ -113,6 +113,7 @@ class DaemonOptions:
     arp_timers: ArpTimers = field(default_factory=ArpTimers)
     budget: int = 512  # frames per loop turn, all links (they take turns, 64 frames each: an ARP reply is read soon)
     spin_us: int = 50  # after traffic, the C loop keeps looking for frames this long before poll() sleeps
+    shed: bool = True  # the load-shedding XDP program on every interface (passnat/io/shed.py)
     host_undo: HostUndo | None = None
     capture: str | None = None  # pcapng of everything the router sends (passnat/io/capture.py)
     http: str | None = None  # ADDRESS:PORT of the status page and /metrics (passnat/io/http.py)
@@ -128,7 +129,7 @@ class Daemon:
         self.capture: Capture | None = None
         self.reactor = Reactor()
         self.links: dict[str, Link] = {a.name: Link(a.name, a.linux, geometry=options.geometry,
-                                                    arp_timers=options.arp_timers)
+                                                    arp_timers=options.arp_timers, shed=options.shed)
                                        for a in options.attachments}
         self._out: dict[str, tuple[Link, dict[str, bytes], Callable[[bytes], int]]] = {}
         #: ring_rx's view of the same: interface -> (ARP fast map, send socket fd, link state)
@@ -302,6 +303,8 @@ class Daemon:
         while not self.stopping:
             reactor.dispatch(reactor.poll(timeout))
             more = self._drain_all()
+            for link in self._rx_all:
+                link.shed_turn(more)
             now = self.clock()
             deadline = self._timers(now)
             if self.reload_requested:

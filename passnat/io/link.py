@@ -30,6 +30,7 @@ from passnat.io.afpacket import LinkInfo, RingGeometry, RxRing, TxSocket, link_i
 from passnat.io.linkdrops import LinkDrop
 from passnat.io.neighbours import ArpTimers, NeighbourTable
 from passnat.io.offload import VNET_NONE
+from passnat.io.shed import Shedder, adjust
 
 log = logging.getLogger("passnat.io.link")
 
@@ -54,8 +55,10 @@ _DEFAULT_ARP = ArpTimers()
 
 class Link:
     def __init__(self, name: str, linux: str, *, geometry: RingGeometry = _DEFAULT_GEOMETRY,
-                 arp_timers: ArpTimers = _DEFAULT_ARP):
+                 arp_timers: ArpTimers = _DEFAULT_ARP, shed: bool = False):
         self.name = name
+        self.want_shed = shed  # attach the load-shedding XDP program (passnat/io/shed.py)
+        self.shed: Shedder | None = None
         self.linux = linux
         self.geometry = geometry
         self.arp_timers = arp_timers
@@ -95,6 +98,15 @@ class Link:
         except BaseException:
             self.close()
             raise
+        if self.want_shed:
+            shedder = Shedder(self.linux)
+            try:
+                shedder.attach()
+                self.shed = shedder
+            except OSError as e:
+                log.warning("%s: load shedding off: the kernel refused its XDP program on %s (%s); under an "
+                            "overload the kernel's receive work for frames the full ring then drops takes "
+                            "passnat's CPU (docs/daemon.md)", self.name, self.linux, e.strerror or e)
         self.neigh = NeighbourTable(self.name, info.mac, self.arp_timers, prefix=VNET_NONE)
         log.info("%s: attached to %s (mac %s, mtu %d, ring %d x %d bytes, qdisc %s%s)", self.name, self.linux,
                  ":".join(f"{b:02x}" for b in info.mac), info.mtu, self.ring.frame_nr, self.ring.frame_size,
@@ -148,6 +160,34 @@ class Link:
             for i in range(ST_HEAD):
                 st[i] = 0
 
+    def ring_fill(self) -> float:
+        """Roughly how full the receive ring is ahead of passnat's position (0, 1/8, 1/4, 1/2, 3/4):
+        a few slots probed, no walk."""
+        ring = self.ring
+        if ring is None:
+            return 0.0
+        mm, size, nr, head = ring.mm, ring.frame_size, ring.frame_nr, self.fast_state[ST_HEAD]
+        fill = 0.0
+        for f in (0.125, 0.25, 0.5, 0.75):
+            if not mm[((head + int(f * nr)) % nr) * size] & 1:
+                break
+            fill = f
+        return fill
+
+    def shed_turn(self, busy: bool) -> None:
+        """After a walk of the rings: the shedding level from how full the ring stayed (``busy``:
+        the walk used its whole budget)."""
+        shed = self.shed
+        if shed is None or (not busy and not shed.level):
+            return
+        if shed.level and time.monotonic() - shed.set_at > 0.1:
+            shed.set_level(0)  # a pause since: the program ignores an old level anyway; start afresh
+        level = adjust(shed.level, self.ring_fill() if busy else 0.0)
+        if level != shed.level:
+            shed.set_level(level)
+        else:
+            shed.keepalive()
+
     def ring_stats(self) -> tuple[int, int, int]:
         if self.ring is None:
             return 0, 0, 0
@@ -159,6 +199,8 @@ class Link:
     def stats(self) -> dict[str, Any]:
         """Per-interface figures for ``show counters``."""
         self.fold_fast_state()
+        if self.shed is not None:
+            self.counters[LinkDrop.SHED.value] = self.shed.shed
         packets, drops, freezes = self.ring_stats()
         return {"linux": self.linux, "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes, "ring_packets": packets,
@@ -167,11 +209,17 @@ class Link:
                 | {"rx_checksum_partial": self.csum_partial, "rx_fast_path": self.rx_fast}}
 
     def close(self) -> None:
-        """Close the sockets and restore the offloads -- the offloads even when a close fails."""
+        """Detach the shedding program, close the sockets and restore the offloads -- the offloads
+        even when a close fails."""
         ring, self.ring = self.ring, None
         tx, self.tx = self.tx, None
         offloads, self.offloads = self.offloads, None
+        shed, self.shed = self.shed, None
         try:
+            if shed is not None:
+                if shed.mm is not None:
+                    self.counters[LinkDrop.SHED.value] = shed.shed
+                shed.close()
             if ring is not None:
                 ring.close()
         finally:

@@ -13,6 +13,7 @@ from enum import Enum
 
 class LinkDrop(Enum):
     RING_FULL = "rx_ring_full"
+    SHED = "rx_shed"
     RX_TRUNCATED = "rx_truncated"
     SUPERFRAME = "rx_superframe"
     RX_MALFORMED = "rx_malformed"
@@ -27,6 +28,9 @@ class LinkDrop(Enum):
 EXPLAIN: dict[LinkDrop, str] = {
     LinkDrop.RING_FULL: "dropped by the kernel: the receive ring was full (offered more than passnat "
                         "forwards; PACKET_STATISTICS)",
+    LinkDrop.SHED: "dropped before the kernel's receive work by passnat's load-shedding XDP program: passnat "
+                   "was overloaded and its receive ring kept filling (a fraction of the IPv4 frames; "
+                   "--no-shed turns it off)",
     LinkDrop.RX_TRUNCATED: "frame larger than a receive ring slot that could not be read whole from the "
                            "socket queue (the kernel had no room for its copy)",
     LinkDrop.SUPERFRAME: "super-frame from a peer with TSO/GSO of a kind passnat cannot segment "

@@ -54,6 +54,7 @@ class RunRequest:
     capture: str | None = None
     http: str | None = None  # ADDRESS:PORT for the status page and /metrics
     spin_us: int = 50  # DaemonOptions.spin_us
+    shed: bool = True  # DaemonOptions.shed
     state_interval: float = 60.0
 
 
@@ -158,7 +159,8 @@ def run(req: RunRequest) -> int:
     daemon = Daemon(config, DaemonOptions(config_path=req.config_path, attachments=atts,
                                           control_path=req.control_path, state_file=req.state_file,
                                           host_undo=undo, capture=req.capture, http=req.http,
-                                          spin_us=max(0, req.spin_us), state_interval=req.state_interval))
+                                          spin_us=max(0, req.spin_us), state_interval=req.state_interval,
+                                          shed=req.shed))
     for link in daemon.links.values():
         link.on_offloads = journal.record_offloads  # recorded before GRO/LRO are switched off
     try:
