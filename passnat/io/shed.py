@@ -136,13 +136,15 @@ def _now_ms() -> int:
 
 
 def adjust(level: int, fill: float) -> int:
-    """The next level (0..1024) from the current one and how full the ring stayed after a walk:
-    up fast while more than half full, a little while a quarter full, down once it drains."""
+    """The next level (0..1024) from the current one and how full the ring stayed after a walk that
+    used its whole budget: up fast while three quarters full, slowly while half full, down once it
+    drains below a quarter.  The lower half of the ring stays a buffer for bursts and short stalls
+    (4096 slots: 40 ms at 100,000 frames a second): only a sustained overload is shed."""
+    if fill >= 0.75:
+        return min(1024, level + 32 + level // 4)
     if fill >= 0.5:
-        return min(1024, level + 64 + level // 4)
-    if fill >= 0.25:
-        return min(1024, level + 16)
-    if fill < 0.125:
+        return min(1024, level + 8)
+    if fill < 0.25:
         return max(0, level - 32 - level // 8)
     return level
 

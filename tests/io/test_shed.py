@@ -36,8 +36,8 @@ def test_the_level_rises_while_the_ring_fills_and_falls_when_it_drains() -> None
     for _ in range(20):
         level = adjust(level, 0.75)
     assert level == 1024  # saturates
-    assert adjust(1024, 0.5) == 1024 and adjust(0, 0.5) == 64 and adjust(0, 0.25) == 16
-    assert adjust(300, 0.125) == 300  # an eighth full: hold
+    assert adjust(1024, 0.75) == 1024 and adjust(0, 0.75) == 32 and adjust(0, 0.5) == 8
+    assert adjust(0, 0.25) == 0 and adjust(300, 0.25) == 300  # a quarter full: hold (a buffer for bursts)
     steps = 0
     while level:
         level = adjust(level, 0.0)
