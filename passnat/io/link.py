@@ -108,10 +108,11 @@ class Link:
                             "overload the kernel's receive work for frames the full ring then drops takes "
                             "passnat's CPU (docs/daemon.md)", self.name, self.linux, e.strerror or e)
         self.neigh = NeighbourTable(self.name, info.mac, self.arp_timers, prefix=VNET_NONE)
-        log.info("%s: attached to %s (mac %s, mtu %d, ring %d x %d bytes, qdisc %s%s)", self.name, self.linux,
-                 ":".join(f"{b:02x}" for b in info.mac), info.mtu, self.ring.frame_nr, self.ring.frame_size,
-                 self.qdisc,
-                 ": sending with PACKET_QDISC_BYPASS" if self.qdisc == "noqueue" else "")
+        log.info("%s: attached to %s (mac %s, mtu %d, ring %d x %d bytes, qdisc %s%s, load shedding %s)",
+                 self.name, self.linux, ":".join(f"{b:02x}" for b in info.mac), info.mtu, self.ring.frame_nr,
+                 self.ring.frame_size, self.qdisc,
+                 ": sending with PACKET_QDISC_BYPASS" if self.qdisc == "noqueue" else "",
+                 "by XDP" if self.shed is not None else "off")
 
     def send(self, frame: bytes) -> bool:
         """Send one frame (it starts with a virtio_net_hdr); False (counted) when the kernel

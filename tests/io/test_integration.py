@@ -129,6 +129,7 @@ def test_ping_router_and_through(lab: NetLab, router: Passnat) -> None:
     assert ping(lab, "pc", SRV) == 3
     assert ping(lab, "pc", ROUTER_WAN) == 3  # the router's other address, through the LAN side
     assert "lan0: attached to lan0" in router.log_text()
+    assert "load shedding by XDP)" in router.log_text()  # veth drivers take a native XDP program
     assert "qdisc noqueue: sending with PACKET_QDISC_BYPASS" in router.log_text()  # veth has no qdisc
     arp = {(r["interface"], r["address"]): r for r in router.ask("arp")}
     assert arp[("lan0", PC)]["state"] == "reachable" and arp[("lan1", SRV)]["mac"]
