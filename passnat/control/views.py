@@ -44,7 +44,7 @@ def clear_nat(router: Router, session_id: int | None) -> dict[str, Any]:
 def config_text(router: Router) -> str:
     from passnat.config import render
 
-    return render(router.config)
+    return render(router.config, secrets=False)  # the HA key stays in the file
 
 
 def doctor(router: Router, now: float) -> list[dict[str, Any]]:
