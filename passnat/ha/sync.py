@@ -201,6 +201,8 @@ class SyncState:
         self.index: dict[int, Session] = {}
         self._bulk_ids: set[int] | None = None
         self._bulk_dyn: set[tuple[str, int]] | None = None
+        #: records refused by a clash with a session whose removal may come in the next message
+        self._retry: list[tuple[list[Any], float]] = []
         self.applied_total = 0
 
     # ------------------------------------------------------------ sender
@@ -226,40 +228,42 @@ class SyncState:
         assert self.router.static is not None
         return len(self.router.table.changed or ()) + len(self.router.static.changed or ())
 
-    def take(self, now: float, chunk: int = CHUNK) -> Iterator[dict[str, Any]]:
-        """Empty the change sets into update messages (a new set starts at once: changes made
-        while the messages are written go to the next batch)."""
+    def take(self, now: float, limit: int = CHUNK) -> dict[str, Any] | None:
+        """One update message of at most ``limit`` noted changes, taken out of the change sets
+        (None: nothing noted).  A live session goes as its record, an ended one as its id."""
         table, static = self.router.table, self.router.static
         assert static is not None
         changed, dyn = table.changed, static.changed
-        if changed is None or dyn is None:
-            return
-        table.changed, static.changed = set(), set()
+        if not changed and not dyn:
+            return None
         recs: list[Any] = []
         removed: list[int] = []
-        for s in changed:
-            if s.alive:
-                recs.append(_record(s))
-            else:
-                removed.append(s.id)
+        if changed:
+            pop = changed.pop
+            for _ in range(min(limit, len(changed))):
+                s = pop()
+                if s.alive:
+                    recs.append(_record(s))
+                else:
+                    removed.append(s.id)
         d, dr = [], []
-        for key in dyn:
-            b = static.bind_out.get(key)
-            if b is not None and b.alive:
-                d.append([b.nat_if, b.private, b.global_, b.last])
-            else:
-                dr.append([key[0], key[1]])
-        del changed, dyn
-        next_id = table.next_id_value()
-        first = True
-        while first or recs or removed:
-            msg: dict[str, Any] = {"now": now, "next_id": next_id, "s": recs[:chunk], "r": removed[:chunk * 4]}
-            if first:
-                msg["d"], msg["dr"] = d, dr
-                first = False
-            del recs[:chunk], removed[:chunk * 4]
-            if msg["s"] or msg["r"] or msg.get("d") or msg.get("dr"):
-                yield msg
+        if dyn:
+            for key in dyn:
+                b = static.bind_out.get(key)
+                if b is not None and b.alive:
+                    d.append([b.nat_if, b.private, b.global_, b.last])
+                else:
+                    dr.append([key[0], key[1]])
+            dyn.clear()
+        return {"now": now, "next_id": table.next_id_value(), "s": recs, "r": removed, "d": d, "dr": dr}
+
+    def discard(self) -> None:
+        """Forget the noted changes (a full transfer covers them)."""
+        assert self.router.static is not None
+        if self.router.table.changed:
+            self.router.table.changed.clear()
+        if self.router.static.changed:
+            self.router.static.changed.clear()
 
     def snapshot(self) -> list[Session]:
         """Every live session, for a full transfer (control connections before their GRE)."""
@@ -278,6 +282,10 @@ class SyncState:
 
     # ------------------------------------------------------------ receiver
 
+    def abort_bulk(self) -> None:
+        """The connection of a full transfer in progress ended: no sweep."""
+        self._bulk_ids = self._bulk_dyn = None
+
     def rebuild_index(self) -> None:
         self.index = {s.id: s for s in self.router.table.all()}
 
@@ -294,6 +302,7 @@ class SyncState:
             self.router.table.bump_id(obj["next_id"])
             return 0
         if kind == "bulk_end":
+            self._retry_conflicts(now, final=True)
             n = self._sweep() if self._bulk_ids is not None else 0
             self._bulk_ids = self._bulk_dyn = None
             return n
@@ -307,9 +316,10 @@ class SyncState:
                 table.remove(s)
                 n += 1
         recs = obj.get("s", ())
+        self._retry_conflicts(now, skip={r[_F["id"]] for r in recs})
         # control connections before the GRE sessions of their calls
         for r in sorted(recs, key=lambda r: r[_F["handler"]] == "pptp-gre"):
-            if self._upsert(r, shift, now):
+            if self._upsert(r, shift, now, first=True):
                 n += 1
         self._dynamic(obj.get("d", ()), obj.get("dr", ()), shift, now)
         table.bump_id(obj["next_id"])
@@ -317,7 +327,13 @@ class SyncState:
         self.applied_total += n
         return n
 
-    def _upsert(self, r: list[Any], shift: float, now: float) -> bool:
+    def _retry_conflicts(self, now: float, skip: set[int] = frozenset(), final: bool = False) -> None:  # type: ignore[assignment]
+        retry, self._retry = self._retry, []
+        for r, shift in retry:
+            if r[_F["id"]] not in skip:
+                self._upsert(r, shift, now, first=False)
+
+    def _upsert(self, r: list[Any], shift: float, now: float, first: bool = True) -> bool:
         d = dict(zip(FIELDS, r))
         for f in ("kind", "nat_if", "klass", "handler"):
             d[f] = sys.intern(d[f])  # shared strings: no memory per session
@@ -343,8 +359,14 @@ class SyncState:
         router = self.router
         handler = router.registry.by_name(s.handler)
         restore = getattr(handler, "restore", None)
-        if s.nat_if not in router.nat_ifaces or s.last + s.timeout <= now or restore is None or not restore(s):
+        if s.nat_if not in router.nat_ifaces or s.last + s.timeout <= now or restore is None:
             self.counters["ha_sync_conflicts"] += 1
+            return False
+        if not restore(s):
+            if first and len(self._retry) < 4096:
+                self._retry.append((r, shift))  # once more after the next message's removals
+            else:
+                self.counters["ha_sync_conflicts"] += 1
             return False
         self.index[sid] = s
         return True
