@@ -48,7 +48,7 @@ def passnat_command() -> str:
 def render(segments: list[Segment], *, priority: int, control: str, run_dir: str, advert_int: float = 0.5,
            passnat: str | None = None, name: str = "passnat") -> str:
     cmd = passnat or passnat_command()
-    ha = f"{cmd} ha --control {control}"
+    ctl = f"--control {control}"
     standby = os.path.join(run_dir, "ha-standby")
     inst = []
     for seg in segments:
@@ -98,10 +98,10 @@ vrrp_sync_group {name} {{
     track_file {{
         passnat_standby
     }}
-    notify_master "{ha} master"
-    notify_backup "{ha} backup"
-    notify_fault "{ha} backup"
-    notify_stop "{ha} backup"
+    notify_master "{cmd} ha master {ctl}"
+    notify_backup "{cmd} ha backup {ctl}"
+    notify_fault "{cmd} ha backup {ctl}"
+    notify_stop "{cmd} ha backup {ctl}"
 }}
 
 {chr(10).join(inst)}"""
