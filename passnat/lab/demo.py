@@ -65,6 +65,16 @@ def failover_text(res: dict[str, Any] | None, error: str | None = None) -> str:
              f"five flows; backup forwarding after {res.get('failover_s')} s (goal <= 3 s)"]
     for e in res.get("events", []):
         lines.append(f"        {e}")
+    m = res.get("mappings")
+    if m is not None:
+        lines.append(f"  {'ok    ' if m['ok'] else 'FAILED'} state  the backup held the master's {m['before']} sessions "
+                     f"before the kill; after it {m['same_after']} were in use with the same id, outside port, SPI "
+                     f"owners and Call IDs" + (f"; changed: {'; '.join(m['changed'])}" if m["changed"] else ""))
+    mb = res.get("mappings_back")
+    if mb is not None:
+        lines.append(f"  {'ok    ' if mb['ok'] else 'FAILED'} back   after the rejoin and the planned switch back, the "
+                     f"old master uses {mb['same_after']} of them unchanged"
+                     + (f"; changed: {'; '.join(mb['changed'])}" if mb["changed"] else ""))
     for name in ("tcp", "udp", "pptp", "esp", "ikev2"):
         f = res.get("flows", {}).get(name)
         if f is not None:
