@@ -8,7 +8,8 @@ the daemon answers with one JSON object and closes the connection.
 
 Operations (``OPS``): ``status_nat``, ``status_filter``, ``counters``,
 ``config``, ``arp``, ``metrics``, ``doctor``, ``clear_nat`` (argument ``id``: an int, or null for all),
-``ping``, ``ha_status``, ``ha_role`` (argument ``role``: ``master`` or ``backup``; docs/ha.md).  The daemon answers only root (``SO_PEERCRED``), and the socket file
+``ping``, ``ha_status``, ``ha_role`` (argument ``role``: ``master`` or ``backup``; docs/ha.md).
+The daemon answers only root (``SO_PEERCRED``), and the socket file
 is mode 0600.
 
 Limits: a request line is at most ``MAX_REQUEST`` bytes and holds at most

@@ -507,8 +507,8 @@ class HaNode:
 
     def _bad(self, c: Conn, e: wire.WireError) -> None:
         self.counters[f"ha_sync_{e.reason}"] += 1
-        log.warning("ha: %s from %s refused (counted as ha_sync_%s): %s; closing the connection", 
-                    "frame", self.cfg.peer, e.reason, e)
+        log.warning("ha: a frame from %s was refused (counted as ha_sync_%s): %s; closing the connection",
+                    self.cfg.peer, e.reason, e)
         self.drop(c, f"bad frame ({e.reason})")
 
     def _frame(self, c: Conn, mtype: int, payload: bytes, mono: float) -> None:

@@ -52,7 +52,7 @@ def _set(b: ConfigBuilder, args: Args, field: str, value: object) -> None:
     b.ha_lines[field] = b.line
     if b.ha_first is None:
         b.ha_first = (b.line, args.line.tokens[0].column)
-    b.ha = replace(b.ha, **{field: value})
+    b.ha = replace(b.ha, **{field: value})  # type: ignore[arg-type]
 
 
 def peer(b: ConfigBuilder, args: Args) -> None:

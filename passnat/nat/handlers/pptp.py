@@ -452,13 +452,15 @@ class PptpHandler(TcpUdpHandler):
         passnat/ha): calls it no longer has end here, new ones open with the same Call IDs,
         changed ones take their new peer Call ID and state."""
         wanted = {c[1]: c for c in (info or {}).get("pptp_calls", [])}
-        for call in list(self.calls.get(s.id, ())):
-            if call.outside_id not in wanted:
-                self._end(call)
+        for old in list(self.calls.get(s.id, ())):
+            if old.outside_id not in wanted:
+                self._end(old)
         current = {c.outside_id: c for c in self.calls.get(s.id, ())}
         for outside, (inside, _o, peer, state) in wanted.items():
-            call = current.get(outside)
-            if call is None:
+            found = current.get(outside)
+            if found is not None:
+                call = found
+            else:
                 call = Call(ctrl=s, host=s.in_addr, inside_id=inside, outside_id=outside, since=s.last)
                 if not self._pool(s).claim(outside, call):
                     self.router.count("ha_sync_conflicts")
