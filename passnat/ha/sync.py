@@ -1,9 +1,10 @@
 """What the sync protocol carries, and how it is taken from and applied to the engine (sans-IO).
 
-The state is exactly what ``--state-file`` saves (passnat/nat/persist.py):
-every session as its ``Session._SAVED`` fields (mapping, timers, TCP state,
-ESP SPIs and pairings, PPTP calls with their GRE sessions) and every dynamic
-NAT binding.  A session record is the list of those fields in ``FIELDS``
+The state is what ``--state-file`` saves (passnat/nat/persist.py): every
+session as its ``Session._SAVED`` fields (mapping, timers, TCP state, ESP
+SPIs and pairings, PPTP calls with their GRE sessions) and every dynamic NAT
+binding; and the filter's states (``state enable``: key, rule, the points it
+passes, timers), which the state file does not keep.  A session record is the list of those fields in ``FIELDS``
 order; times are the sender's clock, and each message carries the sender's
 ``now`` so the receiver shifts them onto its own.
 
@@ -93,6 +94,8 @@ def _list(v: Any, where: str) -> list[Any]:
 
 
 def _esp_info(info: Any, where: str) -> None:
+    if info is None:
+        return  # no SPI seen yet (its first packet is held for pairing)
     _need(type(info) is dict, where, "not an ESP record", info)
     for key in ("out_spis", "in_spis", "unpaired_in"):
         for i, v in enumerate(_list(info.get(key, []), f"{where}.{key}")):
@@ -186,6 +189,41 @@ def validate(kind: str, obj: Any) -> None:
     for i, v in enumerate(_list(obj.get("dr", []), "update.dr")):
         _need(type(v) is list and len(v) == 2 and type(v[0]) is str and len(v[0]) <= 16
               and _int(v[1], 0, 0xFFFFFFFF), f"update.dr[{i}]", "not [interface, private]", v)
+    for i, v in enumerate(_list(obj.get("f", []), "update.f")):
+        validate_state(v, f"update.f[{i}]")
+    for i, v in enumerate(_list(obj.get("fr", []), "update.fr")):
+        _need(_state_key(v), f"update.fr[{i}]", "not a filter state key", v)
+
+
+def _state_key(k: Any) -> bool:
+    return (type(k) is list and len(k) == 5 and _int(k[0], 0, 255) and _int(k[1], 0, 0xFFFFFFFF)
+            and _int(k[2], 0, 0xFFFF) and _int(k[3], 0, 0xFFFFFFFF) and _int(k[4], 0, 0xFFFF))
+
+
+#: a filter state record: key, rule, origins, timer, fixed, ttl, klass, created, last, fins
+STATE_FIELDS = ("key", "rule", "origins", "timer", "fixed", "ttl", "klass", "created", "last", "fins")
+
+
+def validate_state(v: Any, where: str) -> None:
+    _need(type(v) is list and len(v) == len(STATE_FIELDS), where, f"not a list of {len(STATE_FIELDS)} fields", v)
+    key, rule, origins, timer, fixed, ttl, klass, created, last, fins = v
+    _need(_state_key(key), f"{where}.key", "not a filter state key", key)
+    _need(type(rule) is str and 0 < len(rule) <= 16, f"{where}.rule", "not a rule name", rule)
+    _need(type(origins) is list and 0 < len(origins) <= 64
+          and all(type(o) is list and len(o) == 2 and type(o[0]) is str and len(o[0]) <= 16 and type(o[1]) is bool
+                  for o in origins), f"{where}.origins", "not a list of [interface, inbound]", origins)
+    for name, x in (("timer", timer), ("ttl", ttl)):
+        _need(_num(x) and 0 < x <= MAX_TIMEOUT, f"{where}.{name}", "not a positive timer", x)
+    _need(type(fixed) is bool, f"{where}.fixed", "not a boolean", fixed)
+    _need(type(klass) is str and _CLASS.match(klass) is not None, f"{where}.klass", "not a timer class", klass)
+    for name, x in (("created", created), ("last", last)):
+        _need(_num(x), f"{where}.{name}", "not a finite time", x)
+    _need(_int(fins, 0, 3), f"{where}.fins", "not a FIN mask", fins)
+
+
+def state_record(st: Any) -> list[Any]:
+    return [list(st.key), st.rule, [list(o) for o in sorted(st.origins)], st.timer, st.fixed, st.ttl, st.klass,
+            st.created, st.last, st.fins]
 
 
 # ---------------------------------------------------------------- the engine side
@@ -201,6 +239,7 @@ class SyncState:
         self.index: dict[int, Session] = {}
         self._bulk_ids: set[int] | None = None
         self._bulk_dyn: set[tuple[str, int]] | None = None
+        self._bulk_states: set[tuple[int, ...]] | None = None
         #: records refused by a clash with a session whose removal may come in the next message
         self._retry: list[tuple[list[Any], float]] = []
         self.applied_total = 0
@@ -214,27 +253,32 @@ class SyncState:
     def record(self, on: bool) -> None:
         """Start (an empty set) or stop (None: no cost per change) noting changes."""
         assert self.router.static is not None
+        states = self.router.filter.states
         if on:
             if self.router.table.changed is None:
                 self.router.table.changed = set()
             if self.router.static.changed is None:
                 self.router.static.changed = set()
+            if states.changed is None:
+                states.changed = set()
         else:
             self.router.table.changed = None
             self.router.static.changed = None
+            states.changed = None
 
     def pending(self) -> int:
         """Changes noted and not yet taken."""
         assert self.router.static is not None
-        return len(self.router.table.changed or ()) + len(self.router.static.changed or ())
+        return (len(self.router.table.changed or ()) + len(self.router.static.changed or ())
+                + len(self.router.filter.states.changed or ()))
 
     def take(self, now: float, limit: int = CHUNK) -> dict[str, Any] | None:
         """One update message of at most ``limit`` noted changes, taken out of the change sets
         (None: nothing noted).  A live session goes as its record, an ended one as its id."""
         table, static = self.router.table, self.router.static
         assert static is not None
-        changed, dyn = table.changed, static.changed
-        if not changed and not dyn:
+        changed, dyn, fst = table.changed, static.changed, self.router.filter.states.changed
+        if not changed and not dyn and not fst:
             return None
         recs: list[Any] = []
         removed: list[int] = []
@@ -255,7 +299,17 @@ class SyncState:
                 else:
                     dr.append([key[0], key[1]])
             dyn.clear()
-        return {"now": now, "next_id": table.next_id_value(), "s": recs, "r": removed, "d": d, "dr": dr}
+        f, fr = [], []
+        if fst:
+            pop = fst.pop
+            for _ in range(min(limit, len(fst))):
+                st = pop()
+                if st.alive:
+                    f.append(state_record(st))
+                else:
+                    fr.append(list(st.key))
+        return {"now": now, "next_id": table.next_id_value(), "s": recs, "r": removed, "d": d, "dr": dr,
+                "f": f, "fr": fr}
 
     def discard(self) -> None:
         """Forget the noted changes (a full transfer covers them)."""
@@ -264,6 +318,8 @@ class SyncState:
             self.router.table.changed.clear()
         if self.router.static.changed:
             self.router.static.changed.clear()
+        if self.router.filter.states.changed:
+            self.router.filter.states.changed.clear()
 
     def snapshot(self) -> list[Session]:
         """Every live session, for a full transfer (control connections before their GRE)."""
@@ -275,7 +331,8 @@ class SyncState:
         assert self.router.static is not None
         next_id = self.router.table.next_id_value()
         dyn = [[b.nat_if, b.private, b.global_, b.last] for b in self.router.static.bindings()]
-        yield {"now": now, "next_id": next_id, "s": [], "r": [], "d": dyn, "dr": []}
+        states = [state_record(st) for st in list(self.router.filter.states.by_id.values()) if st.alive]
+        yield {"now": now, "next_id": next_id, "s": [], "r": [], "d": dyn, "dr": [], "f": states, "fr": []}
         for i in range(0, len(sessions), chunk):
             yield {"now": now, "next_id": next_id, "s": [_record(s) for s in sessions[i:i + chunk] if s.alive],
                    "r": []}
@@ -284,7 +341,7 @@ class SyncState:
 
     def abort_bulk(self) -> None:
         """The connection of a full transfer in progress ended: no sweep."""
-        self._bulk_ids = self._bulk_dyn = None
+        self._bulk_ids = self._bulk_dyn = self._bulk_states = None
 
     def rebuild_index(self) -> None:
         self.index = {s.id: s for s in self.router.table.all()}
@@ -299,12 +356,13 @@ class SyncState:
             self.rebuild_index()
             self._bulk_ids = set()
             self._bulk_dyn = set()
+            self._bulk_states = set()
             self.router.table.bump_id(obj["next_id"])
             return 0
         if kind == "bulk_end":
             self._retry_conflicts(now, final=True)
             n = self._sweep() if self._bulk_ids is not None else 0
-            self._bulk_ids = self._bulk_dyn = None
+            self._bulk_ids = self._bulk_dyn = self._bulk_states = None
             return n
         if kind != "update":
             return 0
@@ -322,6 +380,7 @@ class SyncState:
             if self._upsert(r, shift, now, first=True):
                 n += 1
         self._dynamic(obj.get("d", ()), obj.get("dr", ()), shift, now)
+        self._filter_states(obj.get("f", ()), obj.get("fr", ()), shift)
         table.bump_id(obj["next_id"])
         self.router.next_deadline()
         self.applied_total += n
@@ -408,6 +467,22 @@ class SyncState:
             if not static.restore(nat_if, private, global_, t, now):
                 self.counters["ha_sync_conflicts"] += 1
 
+    def _filter_states(self, made: Any, ended: Any, shift: float) -> None:
+        flt = self.router.filter
+        for key in ended:
+            st = flt.states.index.get(tuple(key))
+            if st is not None and st.key == tuple(key):
+                flt.states.remove(st)
+        for key, rule, origins, timer, fixed, ttl, klass, created, last, fins in made:
+            k = tuple(key)
+            if self._bulk_states is not None:
+                self._bulk_states.add(k)
+            st = flt.restore_state(k, sys.intern(rule), [(sys.intern(i), b) for i, b in origins], float(timer),
+                                   fixed, float(ttl), sys.intern(klass), float(created) + shift,
+                                   float(last) + shift + MARGIN, fins)
+            if st is None:
+                self.counters["ha_sync_conflicts"] += 1
+
     def _sweep(self) -> int:
         """After a full transfer: remove what it did not name."""
         assert self._bulk_ids is not None and self._bulk_dyn is not None and self.router.static is not None
@@ -419,6 +494,10 @@ class SyncState:
         for b in self.router.static.bindings():
             if (b.nat_if, b.private) not in self._bulk_dyn:
                 self.router.static.remove(b.nat_if, b.private)
+        states = self.router.filter.states
+        for st in list(states.by_id.values()):
+            if self._bulk_states is not None and st.key not in self._bulk_states:
+                states.remove(st)
         self.rebuild_index()
         return len(gone)
 
@@ -431,3 +510,6 @@ class SyncState:
         for b in self.router.static.bindings():
             if b.last < now:
                 b.last = now
+        for st in self.router.filter.states.by_id.values():
+            if st.last < now:
+                st.last = now
