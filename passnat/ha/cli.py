@@ -4,7 +4,8 @@
     passnat ha status [--json] [--control PATH]   role, sync connections, counters
     passnat ha check [--control PATH]             health: exit 0 when the daemon answers (keepalived's track_script)
     passnat ha keepalived-config --lan-if IF --lan-address A --wan-if IF --wan-address A --priority N
-                                 [--control PATH] [--router-id N]   a keepalived.conf for this router
+                                 [--control PATH] [--router-id N] [--standby-file PATH] [--name N]
+                                                  a keepalived.conf for this router
 
 ``master``/``backup`` also record the role next to the control socket
 (``ha-role``) before asking the daemon, so a daemon that was down or
@@ -60,14 +61,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _keepalived(args: argparse.Namespace) -> int:
-    import os
-
     from passnat.ha.keepalived import Segment, render
 
     segs = [Segment("lan", args.lan_if, args.lan_address, args.router_id),
             Segment("wan", args.wan_if, args.wan_address, args.router_id + 1)]
-    sys.stdout.write(render(segs, priority=args.priority, control=args.control,
-                            run_dir=os.path.dirname(os.path.abspath(args.control))))
+    sys.stdout.write(render(segs, priority=args.priority, control=args.control, standby=args.standby_file,
+                            name=args.name))
     return 0
 
 
@@ -102,4 +101,7 @@ def register(sub: Any) -> None:
     q.add_argument("--wan-address", required=True, help="the router's shared WAN address")
     q.add_argument("--priority", type=int, required=True, help="VRRP priority: e.g. 150 and 100 for the two")
     q.add_argument("--router-id", type=int, default=51, help="VRRP id of the LAN instance (WAN: +1)")
+    q.add_argument("--standby-file", default="/var/lib/passnat/ha-standby",
+                   help="keepalived's track file: 1 = give up mastership (planned switch, maintenance)")
+    q.add_argument("--name", default="passnat", help="keepalived's router_id and the sync group's name")
     q.set_defaults(func=_keepalived)

@@ -12,8 +12,10 @@ advertisement interval (a dead router is noticed within about 1.7 s), and:
   * ``track_script`` runs ``passnat ha check`` every second: when the local
     passnat stops answering, the group goes to FAULT (priority 0 is
     advertised and the peer takes over at once);
-  * ``track_file`` on ``<run dir>/ha-standby``: writing 1 there makes this
-    router give up mastership for a planned switch (0 takes it back);
+  * ``track_file`` on the standby file (``/var/lib/passnat/ha-standby``):
+    writing 1 there makes this router give up mastership for a planned switch
+    or maintenance (0 takes it back; it survives a reboot, so a router under
+    maintenance stays out of the way);
   * ``nopreempt``: a router that comes back stays backup until asked.
 
 Both routers get the same file except ``priority`` (and the kernel
@@ -45,11 +47,13 @@ def passnat_command() -> str:
     return f"{sys.executable} -m passnat"
 
 
-def render(segments: list[Segment], *, priority: int, control: str, run_dir: str, advert_int: float = 0.5,
-           passnat: str | None = None, name: str = "passnat") -> str:
+DEFAULT_STANDBY = "/var/lib/passnat/ha-standby"
+
+
+def render(segments: list[Segment], *, priority: int, control: str, standby: str = DEFAULT_STANDBY,
+           advert_int: float = 0.5, passnat: str | None = None, name: str = "passnat") -> str:
     cmd = passnat or passnat_command()
     ctl = f"--control {control}"
-    standby = os.path.join(run_dir, "ha-standby")
     inst = []
     for seg in segments:
         inst.append(f"""vrrp_instance {seg.name} {{
@@ -85,7 +89,7 @@ vrrp_script passnat_alive {{
 track_file passnat_standby {{
     file "{standby}"
     weight 0
-    init_file 0 overwrite
+    init_file 0
 }}
 
 vrrp_sync_group {name} {{

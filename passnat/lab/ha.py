@@ -174,7 +174,7 @@ class HaPair:
         segs = [Segment("lan", ROUTER_LAN_IF, ROUTER_LAN, 51), Segment("wan", ROUTER_WAN_IF, ROUTER_WAN, 52)]
         path = r.run_dir / "keepalived.conf"
         path.write_text(keepalived_conf(segs, priority=PRIORITY[box], control=str(r.control),
-                                        run_dir=str(r.run_dir), passnat=" ".join(passnat_argv()),
+                                        standby=str(r.run_dir / "ha-standby"), passnat=" ".join(passnat_argv()),
                                         name=f"passnat-{box}"))
         return path
 
