@@ -165,7 +165,7 @@ def register(sub: Any) -> None:
     p.add_argument("scenarios", nargs="*", help="scenario ids (default: all; see `passnat lab list`)")
     p = add("failover", _failover, "the ha topology: flows, SIGKILL of the master, rejoin, switch back",
             demo_prefix)
-    p.add_argument("--duration", type=float, default=60.0, help="how long the flows run (default 60 s)")
+    p.add_argument("--duration", type=float, default=60.0, help="how long the flows run (default 60 s, at least 40)")
     p.add_argument("--report", help="also write the report to this file")
     p = add("demo", _demo, "the full demo: every scenario through passnat and the kernel NAT", demo_prefix)
     p.add_argument("--iperf", type=float, default=5.0, metavar="SECONDS", help="iperf3 duration (default 5)")

@@ -240,6 +240,7 @@ def failover(lab: Any, pair: HaPair, progress: Any = print, duration: float = 60
     from passnat.lab.topology import HOSTS
 
     srv1, srv2 = HOSTS["srv1"].addr, HOSTS["srv2"].addr
+    duration = max(duration, 40.0)  # the flows outlive the last comparison (about 31 s in)
     out: dict[str, Any] = {"flows": {}, "events": []}
 
     def event(text: str) -> None:
