@@ -160,6 +160,8 @@ class HaNode:
         self.listener: socket.socket | None = None
         self.client: Conn | None = None
         self.server: Conn | None = None
+        #: accepted connections that have not authenticated yet (they replace ``server`` once they do)
+        self.pending: list[Conn] = []
         self.next_connect = 0.0
         self.next_flush = 0.0
         self.garp_at: list[float] = []
@@ -195,10 +197,11 @@ class HaNode:
         c = self.client
         if c is not None and c.ready and self.role == "master" and c.bulk is None:
             self._send_changes(c, time.monotonic(), force=True)
-        for conn in (self.client, self.server):
+        for conn in (self.client, self.server, *self.pending):
             if conn is not None:
                 conn.close()
         self.client = self.server = None
+        self.pending = []
         if self.listener is not None:
             self.reactor.unwatch(self.listener.fileno())
             self.listener.close()
@@ -288,7 +291,7 @@ class HaNode:
             self._garp()
         if self.client is None and mono >= self.next_connect:
             self._connect(mono)
-        for conn in (self.client, self.server):
+        for conn in (self.client, self.server, *self.pending):
             if conn is None or conn.closed:
                 continue
             if conn.state != "connecting" and mono - conn.last_rx > DEAD:
@@ -429,10 +432,10 @@ class HaNode:
         s.setblocking(False)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         mono = time.monotonic()
-        if self.server is not None:
-            self.drop(self.server, "replaced by a new connection from the peer")
+        if len(self.pending) >= 4:  # the oldest unauthenticated one gives way
+            self.drop(self.pending[0], "too many connections waiting to authenticate")
         c = Conn(self, s, "server", mono)
-        self.server = c
+        self.pending.append(c)
         self.reactor.watch(s.fileno(), POLLIN, lambda ev: self._on_event(c, ev))
         c.out += c.enc.frame(wire.CHALLENGE, c.nonce)  # the server's nonce, raw
         c.flush()
@@ -445,6 +448,8 @@ class HaNode:
         if c is self.client:
             self.client = None
             self.next_connect = time.monotonic() + RETRY
+        if c in self.pending:
+            self.pending.remove(c)
         if c is self.server:
             self.server = None
             self.sync.abort_bulk()
@@ -521,6 +526,8 @@ class HaNode:
                 c.peer.update(wire.decode_json(payload))
             except wire.WireError:
                 self.counters["ha_sync_malformed"] += 1
+            if c.side == "server" and c.peer.get("role") == "backup":
+                self.sync.abort_bulk()  # a transfer the peer gave up when it stepped down: no sweep
             return
         if c.side != "server" or mtype not in (wire.BULK_BEGIN, wire.UPDATE, wire.BULK_END):
             raise wire.WireError("malformed", f"unexpected {wire.NAMES.get(mtype, mtype)} message")
@@ -570,6 +577,11 @@ class HaNode:
                 raise wire.WireError("malformed", "hello without a nonce")
             c.peer.update(hello)
             k = wire.connection_key(self.key, c.nonce, client_nonce)
+            if c in self.pending:
+                self.pending.remove(c)
+            if self.server is not None:
+                self.drop(self.server, "replaced by a new connection from the peer")
+            self.server = c
         c.enc.rekey(k)
         c.dec.rekey(k)
         c.state = "ready"
