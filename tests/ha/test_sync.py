@@ -89,11 +89,12 @@ def view(r: passnat.Router) -> dict[str, Any]:
 
 
 def pptp_call(r: passnat.Router, host: str, sport: int, callid: int, peer: int, now: float) -> None:
-    one(r.handle("lan0", raw(IP(src=host, dst=SERVER) / TCP(sport=sport, dport=1723, flags="S", seq=0)), now))
+    # (not one(): timers run inside handle() and may release held ESP packets with it)
+    r.handle("lan0", raw(IP(src=host, dst=SERVER) / TCP(sport=sport, dport=1723, flags="S", seq=0)), now)
     r.handle("lan1", raw(IP(src=SERVER, dst=WAN_ADDR) / TCP(sport=1723, dport=sport, flags="SA", seq=0, ack=1)), now)
     ocrq = raw(IP(src=host, dst=SERVER) / TCP(sport=sport, dport=1723, flags="PA", seq=1, ack=1) /
                raw(PPTPOutgoingCallRequest(call_id=callid)))
-    out = r.handle("lan0", ocrq, now)
+    out = [o for o in r.handle("lan0", ocrq, now) if IP(o.packet).proto == 6]
     if not out:
         return
     wan_port = IP(out[0].packet)[TCP].sport
