@@ -12,7 +12,12 @@ Printed figures, not a pass/fail test.  Run with ``make bench``.
     issue 9, 6f0fa35) checked out into a temporary git worktree and built
     there: both figures and their ratio, from the same machine in one sitting;
   * memory: tracemalloc's growth while creating 100,000 sessions, and the
-    resident set of a process holding 1,000,000 sessions (``--million``).
+    resident set of a process holding 1,000,000 sessions (``--million``);
+  * HA session sync (``ha_sync``, docs/ha.md): the same established flows and
+    new sessions with the master's sync on -- changes noted by the engine,
+    taken and framed (JSON + HMAC) every 512 packets as the daemon's loop
+    does -- next to sync off, interleaved; and the full transfer's rate on
+    both sides (the master framing, the backup applying).
 """
 from __future__ import annotations
 
@@ -118,6 +123,70 @@ def memory(n: int) -> None:
           f"(tracemalloc, {n:,} sessions)", flush=True)
 
 
+def _sync_rate(n: int, reps: int, established_: bool) -> tuple[float, float]:
+    """(sync off, sync on) packets/s: established flows (``established_``) or first packets."""
+    import passnat
+    from passnat.ha import sync, wire
+
+    pkts = flows(n)
+    best = {False: 0.0, True: 0.0}
+    for _ in range(reps):
+        for on in (False, True):  # interleaved: both see the same machine
+            r = passnat.Router(passnat.parse_config(CONFIG))
+            st = sync.SyncState(r)
+            enc = wire.Encoder(b"k" * 32, b"C")
+            if established_:
+                for p in pkts:
+                    r.handle("lan0", p, 0.0)
+            st.record(on)
+            st.discard()
+            gc.collect()
+            handle, take, frame = r.handle, st.take, enc.message
+            t0 = time.perf_counter()
+            for i in range(0, n, 512):  # one receive-loop turn, then the sync's share of the loop
+                for p in pkts[i:i + 512]:
+                    handle("lan0", p, 1.0)
+                if on:
+                    while (m := take(1.0)) is not None:
+                        frame(wire.UPDATE, m)
+            best[on] = max(best[on], n / (time.perf_counter() - t0))
+    return best[False], best[True]
+
+
+def ha_sync(n: int, reps: int) -> None:
+    import json
+
+    import passnat
+    from passnat.ha import sync, wire
+
+    off, on = _sync_rate(n, reps, True)
+    print(f"  {'HA sync':24s} established flows: {on:12,.0f} packets/s with sync, {off:,.0f} without: "
+          f"{on / off:.0%} (goal >= 90 %)", flush=True)
+    off, on = _sync_rate(n, reps, False)
+    print(f"  {'HA sync':24s} new sessions:      {on:12,.0f} sessions/s with sync, {off:,.0f} without: "
+          f"{on / off:.0%}", flush=True)
+    a = passnat.Router(passnat.parse_config(CONFIG))
+    for p in flows(n):
+        a.handle("lan0", p, 0.0)
+    sa = sync.SyncState(a)
+    enc = wire.Encoder(b"k" * 32, b"C")
+    t0 = time.perf_counter()
+    frames = [enc.message(wire.UPDATE, m) for m in sa.bulk_messages(sa.snapshot(), 0.0)]
+    t_out = time.perf_counter() - t0
+    b = passnat.Router(passnat.parse_config(CONFIG))
+    sb = sync.SyncState(b)
+    t0 = time.perf_counter()
+    sb.apply("bulk_begin", {"now": 0.0, "next_id": 1}, 0.0)
+    for fr in frames:
+        sb.apply("update", json.loads(fr[wire.HEADER.size:-wire.MAC_LEN]), 0.0)
+    sb.apply("bulk_end", {"now": 0.0}, 0.0)
+    t_in = time.perf_counter() - t0
+    assert len(b.table) == n, len(b.table)
+    size = sum(len(f) for f in frames)
+    print(f"  {'HA sync':24s} full transfer:     {n / t_out:12,.0f} sessions/s framed by the master, "
+          f"{n / t_in:,.0f}/s applied by the backup ({size / n:,.0f} bytes per session on the wire)", flush=True)
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -205,6 +274,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="new-session rounds, interleaved with the baseline's")
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare new sessions with ('' = none)")
     ap.add_argument("--million", type=int, default=1_000_000, help="sessions in the RSS run (0 = skip)")
+    ap.add_argument("--no-ha", action="store_true", help="skip the HA session sync figures")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     with open("/proc/loadavg") as f:
@@ -216,6 +286,8 @@ def main() -> None:
     memory(args.flows)
     if args.million:
         million(args.million)
+    if not args.no_ha:
+        ha_sync(args.flows, args.reps)
 
 
 if __name__ == "__main__":

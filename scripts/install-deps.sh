@@ -5,9 +5,10 @@ set -euo pipefail
 PKGS="iproute2 iputils-ping ethtool nftables conntrack tcpdump tshark iperf3 util-linux procps
       pptp-linux pptpd strongswan-charon strongswan-swanctl libcharon-extra-plugins
       libstrongswan-standard-plugins python3-venv
-      systemd prometheus chromium chromium-driver"
+      systemd prometheus chromium chromium-driver keepalived"
 # systemd: systemd-analyze (the unit test); prometheus: a real server scrapes /metrics in a test;
-# chromium + chromium-driver: the status page rendered in a headless browser (tests/lab)
+# chromium + chromium-driver: the status page rendered in a headless browser (tests/lab);
+# keepalived: VRRP for the active/standby pair (docs/ha.md, tests/lab/test_ha.py)
 missing=()
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

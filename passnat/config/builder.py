@@ -26,6 +26,7 @@ from passnat.config.model import (
     DynamicNat,
     FilterAction,
     FilterRule,
+    HaSync,
     InterfaceConfig,
     IpOptions,
     NaptGlobal,
@@ -88,6 +89,9 @@ class ConfigBuilder:
         self.filters: list[FilterRule] = []
         self.filter_default = FilterAction.PASS
         self.options = IpOptions()
+        self.ha = HaSync()
+        self.ha_lines: dict[str, int] = {}  # ha sync parameter -> line that gave it
+        self.ha_first: tuple[int, int] | None = None  # (line, column) of the first ``ha`` line
         self._address_lines: dict[IPv4Address, tuple[str, int]] = {}
         self._route_lines: dict[tuple[IPv4Network, int], int] = {}
         self._nat_lines: dict[object, int] = {}
@@ -218,6 +222,20 @@ class ConfigBuilder:
 
     # ---------------------------------------------------------------- build
 
+    def finish(self) -> list[ConfigProblem]:
+        """Problems only the whole file shows (after the last line)."""
+        problems = []
+        if self.ha_first is not None:
+            line, column = self.ha_first
+            missing = [f"ha sync {k}" for k in ("peer", "key") if getattr(self.ha, k) is None]
+            if missing:
+                problems.append(ConfigProblem(self.filename, line, column,
+                                              f"session synchronisation needs {' and '.join(missing)}"))
+            elif self.ha.local is not None and self.ha.local == self.ha.peer:
+                problems.append(ConfigProblem(self.filename, self.ha_lines["local"], column,
+                                              "ha sync local and ha sync peer are the same address"))
+        return problems
+
     def build(self) -> Config:
         interfaces = tuple(d.freeze() for d in self.interfaces.values())
         nat_ifs = self.nat.nat_interfaces()
@@ -234,5 +252,6 @@ class ConfigBuilder:
             filters=tuple(self.filters),
             options=self.options,
             filter_default=self.filter_default,
+            ha=self.ha,
             warnings=tuple(str(w) for w in self.warnings),
         )

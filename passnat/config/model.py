@@ -354,6 +354,32 @@ class IpOptions:
     reject: RejectMode = RejectMode.LAN
 
 
+# ------------------------------------------------------------------ HA sync
+
+
+#: TCP port of the session synchronisation between two passnat routers (``ha sync port``)
+DEFAULT_HA_PORT = 7822
+
+
+@dataclass(frozen=True, slots=True)
+class HaSync:
+    """``ha sync ...`` (passnat extension, docs/ha.md): session synchronisation with a standby.
+
+    ``peer`` None: no synchronisation (a single router).  ``interface`` is a *Linux* interface
+    name (a dedicated link passnat does not forward on); ``local`` the kernel address to listen
+    and connect from; ``key`` the shared secret that authenticates every message (HMAC)."""
+
+    peer: IPv4Address | None = None
+    local: IPv4Address | None = None
+    interface: str | None = None
+    key: str | None = None
+    port: int = DEFAULT_HA_PORT
+
+    @property
+    def enabled(self) -> bool:
+        return self.peer is not None
+
+
 # -------------------------------------------------------------------- config
 
 
@@ -367,6 +393,8 @@ class Config:
     options: IpOptions = IpOptions()
     #: ``filter default {pass|block}`` (passnat extension): the action when no rule matches
     filter_default: FilterAction = FilterAction.PASS
+    #: ``ha sync ...`` (passnat extension): session synchronisation with a standby router
+    ha: HaSync = HaSync()
     #: warnings from parsing (skipped SEIL commands); not part of equality
     warnings: tuple[str, ...] = field(default=(), compare=False)
 

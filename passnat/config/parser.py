@@ -37,6 +37,7 @@ def parse(text: str, filename: str = "<config>") -> Config:
                 _run(builder, make_line(number, tokens))
         except Problem as problem:
             errors.append(ConfigProblem(filename, number, problem.column, problem.message))
+    errors.extend(builder.finish())
     if errors:
         raise ConfigError(errors, builder.warnings)
     return builder.build()

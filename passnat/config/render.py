@@ -18,11 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from passnat.config.model import (
+    DEFAULT_HA_PORT,
     DEFAULT_SESSION_MAXIMUM,
     Config,
     EspMode,
     FilterAction,
     FilterRule,
+    HaSync,
     InterfaceConfig,
     IpOptions,
     NatConfig,
@@ -41,7 +43,8 @@ _DEFAULT_OPTIONS = IpOptions()
 _DEFAULT_NAT = NatConfig()
 
 
-def render(config: Config) -> str:
+def render(config: Config, *, secrets: bool = True) -> str:
+    """The canonical text; ``secrets`` False prints ``ha sync key`` as ``\"(hidden)\"``."""
     lines = [
         *_hostname(config.hostname),
         *(line for itf in config.interfaces for line in _interface(itf)),
@@ -50,6 +53,7 @@ def render(config: Config) -> str:
         *_filter_default(config.filter_default),
         *_nat(config.nat),
         *_options(config.options),
+        *_ha(config.ha, secrets),
     ]
     return "".join(line + "\n" for line in lines)
 
@@ -198,6 +202,19 @@ def _nat_options(nat: NatConfig) -> Iterator[str]:
 
 
 # ------------------------------------------------------------------- options
+
+
+def _ha(ha: HaSync, secrets: bool) -> Iterator[str]:
+    if ha.peer is not None:
+        yield f"ha sync peer {ha.peer}"
+    if ha.local is not None:
+        yield f"ha sync local {ha.local}"
+    if ha.interface is not None:
+        yield f"ha sync interface {ha.interface}"
+    if ha.port != DEFAULT_HA_PORT:
+        yield f"ha sync port {ha.port}"
+    if ha.key is not None:
+        yield f"ha sync key {quote(ha.key) if secrets else quote('(hidden)')}"
 
 
 def _options(options: IpOptions) -> Iterator[str]:

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from passnat.service.unit import register as register_service
 
     add_parsers(sub)
+    __import__("passnat.ha.cli").ha.cli.register(sub)  # passnat ha master|backup|status|check (docs/ha.md)
     register_service(sub)  # passnat service unit|install (docs/operations.md)
     return p
 

@@ -8,7 +8,8 @@ the daemon answers with one JSON object and closes the connection.
 
 Operations (``OPS``): ``status_nat``, ``status_filter``, ``counters``,
 ``config``, ``arp``, ``metrics``, ``doctor``, ``clear_nat`` (argument ``id``: an int, or null for all),
-``ping``.  The daemon answers only root (``SO_PEERCRED``), and the socket file
+``ping``, ``ha_status``, ``ha_role`` (argument ``role``: ``master`` or ``backup``; docs/ha.md).
+The daemon answers only root (``SO_PEERCRED``), and the socket file
 is mode 0600.
 
 Limits: a request line is at most ``MAX_REQUEST`` bytes and holds at most
@@ -26,7 +27,8 @@ DEFAULT_CONTROL_PATH = "/run/passnat/control.sock"
 MAX_REQUEST = 16 * 1024
 MAX_NESTING = 16
 
-OPS = ("status_nat", "status_filter", "counters", "config", "arp", "metrics", "doctor", "clear_nat", "ping")
+OPS = ("status_nat", "status_filter", "counters", "config", "arp", "metrics", "doctor", "clear_nat", "ping",
+       "ha_status", "ha_role")
 
 
 class ProtocolError(Exception):
@@ -61,4 +63,6 @@ def decode_request(raw: bytes) -> dict[str, Any]:
         sid = req.get("id")
         if sid is not None and (not isinstance(sid, int) or isinstance(sid, bool) or sid < 0):
             raise ProtocolError("clear_nat: id must be a non-negative integer or null (all)")
+    if req["op"] == "ha_role" and req.get("role") not in ("master", "backup"):
+        raise ProtocolError("ha_role: role must be master or backup")
     return req

@@ -44,7 +44,7 @@ def clear_nat(router: Router, session_id: int | None) -> dict[str, Any]:
 def config_text(router: Router) -> str:
     from passnat.config import render
 
-    return render(router.config)
+    return render(router.config, secrets=False)  # the HA key stays in the file
 
 
 def doctor(router: Router, now: float) -> list[dict[str, Any]]:
@@ -262,6 +262,7 @@ def counters(router: Router, links: Iterable[LinkView], daemon: Mapping[str, int
     link_drops = [{"name": d.value, "count": int(link_totals.get(d.value, 0)), "explain": LINK_EXPLAIN[d]}
                   for d in LinkDrop]
     link_events = {k: int(link_totals.get(k, 0)) for k in LINK_EVENTS}
+    link_events.update({k: int(v) for k, v in sorted(link_totals.items()) if k.startswith("ha_")})  # docs/ha.md
     out: dict[str, Any] = {"engine": {"drops": engine_drops, "events": engine_events},
                            "link": {"drops": link_drops, "events": link_events},
                            "interfaces": interfaces}

@@ -265,6 +265,8 @@ class Filter:
             st.last = now
             if point not in st.origins:
                 st.origins.add(point)
+                if self.states.changed is not None:
+                    self.states.changed.add(st)
                 for s in self._sessions_of(key):
                     self._rebuild(s)
             return
@@ -292,6 +294,8 @@ class Filter:
             self.states.set_ttl(st, self.router.timeout("closing"))
         elif flags & FIN:
             st.fins |= FIN_ORIG if v.key == st.key else FIN_REPLY
+            if self.states.changed is not None:
+                self.states.changed.add(st)
             if st.fins == FIN_ORIG | FIN_REPLY:
                 self.states.set_ttl(st, self.router.timeout("closing"))
         elif flags & SYN and st.ttl != st.timer:
@@ -322,6 +326,27 @@ class Filter:
         rebuild = getattr(handler, "rebuild", None)
         if rebuild is not None:
             rebuild(s)
+
+    def restore_state(self, key: Key, rule: str, origins: list[Point], timer: float, fixed: bool, ttl: float,
+                      klass: str, created: float, last: float, fins: int) -> State | None:
+        """Make or update a state as the HA peer has it (passnat/ha); the flows it passes are
+        decided again.  None when the table is full."""
+        st = self.states.index.get(key)
+        if st is None or st.key != key:
+            st = self.states.add(key, rule=rule, origin=origins[0], ttl=timer, fixed=fixed, klass=klass,
+                                 now=created)
+            if st is None:
+                return None
+            self.states.created_total -= 1  # (made by the peer, counted there)
+        st.origins.update(origins)
+        st.timer, st.fixed, st.klass, st.fins = timer, fixed, klass, fins
+        if last > st.last:
+            st.last = last
+        if ttl != st.ttl:
+            self.states.set_ttl(st, ttl)
+        for s in self._sessions_of(key):
+            self._rebuild(s)
+        return st
 
     def clear_states(self) -> int:
         """``clear filter state``: drop every state (flows are re-decided)."""

@@ -137,6 +137,8 @@ class StateTable:
         self.full_total = 0
         self.on_remove: Callable[[State], None] = lambda st: None
         self.on_deadline: Callable[[float], None] = lambda t: None  # the router's wake()
+        #: states made, changed or removed since the HA sync last looked (passnat/ha); None: no peer
+        self.changed: set[State] | None = None
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -167,11 +169,15 @@ class StateTable:
         heapq.heappush(self._heap, (st.hd, st.id))
         self.on_deadline(st.hd)
         self.created_total += 1
+        if self.changed is not None:
+            self.changed.add(st)
         return st
 
     def set_ttl(self, st: State, ttl: float) -> None:
         """Change the idle time in force; a shorter one is queued so expiry is on time."""
         st.ttl = ttl
+        if self.changed is not None:
+            self.changed.add(st)
         exp = st.last_seen() + ttl
         if exp < st.hd:
             st.hd = exp
@@ -188,6 +194,8 @@ class StateTable:
                 del self.index[k]
         if expired:
             self.expired_total += 1
+        if self.changed is not None:
+            self.changed.add(st)
         self.on_remove(st)
 
     def clear(self) -> int:
@@ -228,4 +236,6 @@ class StateTable:
             else:
                 st.hd = exp
                 heapq.heappush(heap, (exp, sid))
+                if self.changed is not None:
+                    self.changed.add(st)  # alive: the peer's copy gets the new idle time
         return gone

@@ -151,6 +151,11 @@ class Daemon:
         self._error_logged = 0.0
         self.service = Service(self, options.http)  # systemd, HTTP, history (passnat/service)
         self.saver = statefile.Saver(options.state_file, options.state_interval) if options.state_file else None
+        #: False on an HA backup: the receive loop drops every IPv4 frame and ARP answers stop
+        self.forwarding = True
+        from passnat.ha.node import attach
+
+        self.ha = attach(self)  # ``ha sync`` configured: the active/standby role and sync (passnat/ha)
 
     # ================================================================ lifecycle
 
@@ -172,6 +177,8 @@ class Daemon:
             self._install_signals()
             self.control = ControlServer(self.options.control_path, self.reactor, self.dispatch)
             self.service.start()
+            if self.ha is not None:
+                self.ha.start()
         except BaseException:
             self.close()
             raise
@@ -197,11 +204,16 @@ class Daemon:
         for what, step in (("service", self.service.close), ("control socket", self._close_control),
                            ("capture", self._close_capture), ("interfaces", self._close_links),
                            ("signal handlers", self._remove_signals),
-                           ("host setup", self._undo_host), ("state file saver", self._close_saver)):
+                           ("host setup", self._undo_host), ("state file saver", self._close_saver),
+                           ("ha sync", self._close_ha)):
             try:
                 step()
             except Exception:  # noqa: BLE001 -- whatever failed, the rest is still released
                 log.exception("stop: releasing the %s failed; releasing the rest", what)
+
+    def _close_ha(self) -> None:
+        if self.ha is not None:
+            self.ha.close()
 
     def _close_control(self) -> None:
         control, self.control = self.control, None
@@ -307,6 +319,8 @@ class Daemon:
                 link.shed_turn(more)
             now = self.clock()
             deadline = self._timers(now)
+            if self.ha is not None:
+                deadline = self.ha.tick(now, deadline)
             if self.reload_requested:
                 self.reload_requested = False
                 self.service.reloading()
@@ -380,7 +394,7 @@ class Daemon:
         before = [lk.fast_state[ST_RX_PACKETS] for lk in links]
         if self.ring_rx is not None:
             # the C loop: established flows forwarded in C, every other frame through _frame
-            fast = self.capture is None and now < router.deadline
+            fast = self.forwarding and self.capture is None and now < router.deadline
             lean = router.lean.c_state if fast and router.lean is not None else None
             done = self.ring_rx(entries, budget, now, fast, router.fast_tables, self._egress,
                                 self.partial_max, spin_ns, lean, self._send, self._lean_error, Output)
@@ -479,6 +493,9 @@ class Daemon:
             if etype != 0x0800:  # (the ring's filter passes IPv4, ARP and VLAN tags only)
                 self._rx_arp(link, mm[off + net:off + mac + snap], now)
                 return
+            if not self.forwarding:  # an HA backup: read and dropped
+                link.counters["ha_backup_dropped"] += 1
+                return
             p = off + net
             total = mm[p + 2] << 8 | mm[p + 3]
             end = off + mac + snap
@@ -513,6 +530,9 @@ class Daemon:
         data = link.ring.recv_copy()
         if data is None or len(data) < VNET_HDR_LEN + 14:
             link.counters[LinkDrop.RX_TRUNCATED.value] += 1
+            return
+        if not self.forwarding:  # an HA backup: read and dropped
+            link.counters["ha_backup_dropped"] += 1
             return
         vnet, frame = data[:VNET_HDR_LEN], data[VNET_HDR_LEN:]
         etype = frame[12] << 8 | frame[13]
@@ -710,7 +730,7 @@ class Daemon:
         return min((i.effective_mtu for i in config.interfaces), default=576)
 
     def _update_addresses(self) -> None:
-        owned = self.router.owned_addresses()
+        owned = self.router.owned_addresses() if self.forwarding else {}  # an HA backup answers no ARP
         for link in self.links.values():
             itf = self.router.config.interface(link.name)
             addrs: list[ipaddress.IPv4Interface] = list(itf.addresses) if itf is not None else []
@@ -750,6 +770,8 @@ class Daemon:
         before = {n: set(a) for n, a in self.router.owned_addresses().items()}
         self.router.reconfigure(new)
         self.config = new
+        if self.ha is not None:
+            self.ha.reconfigure(new)
         self.partial_max = self._partial_max(new)
         self._update_addresses()
         after = self.router.owned_addresses()
@@ -789,6 +811,10 @@ class Daemon:
                 if link.neigh is not None:
                     recs.extend(link.neigh.records(now))
             return views.arp(recs)
+        if op.startswith("ha_"):
+            if self.ha is None:
+                raise ProtocolError("this passnat has no `ha sync` configuration (docs/ha.md)")
+            return self.ha.control(req)
         if op == "clear_nat":
             result = views.clear_nat(self.router, req.get("id"))
             log.info("clear nat session %s: %d session(s) removed",

@@ -404,21 +404,31 @@ def _set_link_up(ifname: str, up: bool) -> None:
             ipr.link("set", index=idx[0], state="up" if up else "down")
 
 
-def handoff_ruleset(ifnames: list[str]) -> str:
-    """The nftables table of setup B for ``ifnames`` (``nft -f`` input)."""
+#: what keepalived's VRRP needs from the kernel on passnat's interfaces (an HA pair, docs/ha.md):
+#: VRRP advertisements (IP protocol 112 to 224.0.0.18) in and out
+VRRP = "ip protocol vrrp ip daddr 224.0.0.18"
+
+
+def handoff_ruleset(ifnames: list[str], vrrp: bool = False) -> str:
+    """The nftables table of setup B for ``ifnames`` (``nft -f`` input); ``vrrp``: keepalived's
+    advertisements still reach the kernel and leave it (accepted before the drop)."""
     names = ", ".join(json.dumps(n) for n in ifnames)
+    keep_in = f"iifname {{ {names} }} {VRRP} accept; " if vrrp else ""
+    keep_out = f"oifname {{ {names} }} {VRRP} accept; " if vrrp else ""
     return (f"table inet {HANDOFF_TABLE} {{\n"
             f"    chain in  {{ type filter hook input  priority -500; policy accept; "
-            f"iifname {{ {names} }} drop; }}\n"
+            f"{keep_in}iifname {{ {names} }} drop; }}\n"
             f"    chain out {{ type filter hook output priority -500; policy accept; "
-            f"oifname {{ {names} }} drop; }}\n"
+            f"{keep_out}oifname {{ {names} }} drop; }}\n"
             f"}}\n")
 
 
-def ingress_ruleset(ifnames: list[str]) -> str:
-    """The ``netdev`` table whose ingress chains drop every frame after the AF_PACKET taps."""
+def ingress_ruleset(ifnames: list[str], vrrp: bool = False) -> str:
+    """The ``netdev`` table whose ingress chains drop every frame after the AF_PACKET taps
+    (``vrrp``: except keepalived's advertisements)."""
+    keep = f" {VRRP} accept;" if vrrp else ""
     chains = "".join(f"    chain c{i} {{ type filter hook ingress device {json.dumps(n)} priority 0; "
-                     f"policy drop; }}\n" for i, n in enumerate(ifnames))
+                     f"policy drop;{keep} }}\n" for i, n in enumerate(ifnames))
     return f"table netdev {INGRESS_TABLE} {{\n{chains}}}\n"
 
 
@@ -429,10 +439,11 @@ def _nft_load(nft: str, family: str, table: str, text: str) -> None:
         raise RuntimeError(f"nft -f failed: {res.stderr.strip()}")
 
 
-def prepare(ifnames: list[str], journal: HostJournal | None = None) -> HostUndo:
+def prepare(ifnames: list[str], journal: HostJournal | None = None, vrrp: bool = False) -> HostUndo:
     """Make setup B on ``ifnames``: link up, forwarding 0, arp_ignore 8, and the
     ``inet passnat_handoff`` table when any of them has kernel addresses.  Each original
-    goes to ``journal`` (if given) before it is changed.
+    goes to ``journal`` (if given) before it is changed.  ``vrrp`` (an HA pair):
+    keepalived's VRRP advertisements pass both tables.
 
     Raises OSError / RuntimeError when a step fails (what was done is undone)."""
     undo = HostUndo(journal=journal)
@@ -458,7 +469,7 @@ def prepare(ifnames: list[str], journal: HostJournal | None = None) -> HostUndo:
                 raise RuntimeError("nft not found: install nftables, or remove the kernel addresses")
             if journal is not None:
                 journal.record_table("inet", HANDOFF_TABLE)
-            _nft_load(nft, "inet", HANDOFF_TABLE, handoff_ruleset(ifnames))
+            _nft_load(nft, "inet", HANDOFF_TABLE, handoff_ruleset(ifnames, vrrp))
             undo.table_created = True
             log.info("nftables table inet %s installed for %s", HANDOFF_TABLE, ", ".join(ifnames))
         if nft is None:
@@ -466,7 +477,7 @@ def prepare(ifnames: list[str], journal: HostJournal | None = None) -> HostUndo:
         else:
             if journal is not None:
                 journal.record_table("netdev", INGRESS_TABLE)
-            _nft_load(nft, "netdev", INGRESS_TABLE, ingress_ruleset(ifnames))
+            _nft_load(nft, "netdev", INGRESS_TABLE, ingress_ruleset(ifnames, vrrp))
             undo.ingress_created = True
             log.info("nftables table netdev %s installed: the kernel skips frames on %s", INGRESS_TABLE,
                      ", ".join(ifnames))

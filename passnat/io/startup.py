@@ -115,6 +115,22 @@ def attachments(config: Config, mappings: list[str]) -> tuple[list[Attachment], 
     return result, problems
 
 
+def ha_problems(config: Config, atts: list[Attachment]) -> list[str]:
+    """``ha sync interface`` must be a dedicated link: one passnat does not forward on."""
+    itf = config.ha.interface
+    if not config.ha.enabled or itf is None:
+        return []
+    used = {a.linux: a.name for a in atts}
+    if itf in used:
+        return [f"ha sync interface {itf} is passnat's {used[itf]}: the sync connection needs a link of its "
+                f"own (a dedicated cable or VLAN between the two routers, with kernel addresses; docs/ha.md)"]
+    import os
+
+    if not os.path.exists(f"/sys/class/net/{itf}"):
+        return [f"ha sync interface {itf} does not exist"]
+    return []
+
+
 def run(req: RunRequest) -> int:
     setup_logging(req.log_level)
     if not hostsetup.is_root():
@@ -134,6 +150,7 @@ def run(req: RunRequest) -> int:
             parse_bind(req.http)
         except ValueError as e:
             problems.append(str(e))
+    problems += ha_problems(config, atts)
     if problems:
         return _refuse(problems)
     from passnat.control.server import daemon_answers
@@ -149,7 +166,7 @@ def run(req: RunRequest) -> int:
     undo = hostsetup.HostUndo(journal=journal)
     if req.prepare:
         try:
-            undo = hostsetup.prepare([a.linux for a in atts], journal)
+            undo = hostsetup.prepare([a.linux for a in atts], journal, vrrp=config.ha.enabled)
         except (OSError, RuntimeError) as e:
             return _refuse([f"--prepare failed: {e}"])
     problems = hostsetup.check(atts)

@@ -1,6 +1,6 @@
 """``passnat lab ...``: the lab's command line (registered by ``passnat.control.cli``).
 
-    passnat lab up     [--prefix P] [--router passnat|kernel]
+    passnat lab up     [--prefix P] [--router passnat|kernel] [--topology single|ha]
     passnat lab down   [--prefix P]
     passnat lab status [--prefix P]
     passnat lab exec   [--prefix P] HOST CMD...
@@ -8,6 +8,7 @@
     passnat lab list                         the scenarios
     passnat lab run    [--prefix P] [--router passnat|kernel|both] [--iperf S] [SCENARIO...]
     passnat lab demo   [--prefix P] [--iperf S] [--passnat-only]
+    passnat lab failover [--prefix P] [--duration S]  the ha topology: SIGKILL of the master, switch back
 
 ``--prefix`` defaults to ``$PASSNAT_LAB_PREFIX`` or ``pnlab-`` (``pndemo-``
 for ``demo``/``run``, which build and remove a lab of their own).
@@ -33,12 +34,12 @@ def _need_root() -> None:
 
 def _up(a: argparse.Namespace) -> int:
     _need_root()
-    lab = Lab(a.prefix)
+    lab = Lab(a.prefix, ha=a.topology == "ha")
     lab.up(a.router)
-    print(f"lab {lab.prefix!r} up, router: {a.router}; files in {lab.run_dir}")
+    print(f"lab {lab.prefix!r} up ({a.topology} topology), router: {a.router}; files in {lab.run_dir}")
     if lab.router is not None:
         print(f"router: {lab.router.describe()}")
-    if a.router == "passnat":
+    if a.router == "passnat" and a.topology == "single":
         print(f"configuration ({lab.run_dir / 'router.conf'}):")
         print("".join("  | " + ln + "\n" for ln in (lab.run_dir / "router.conf").read_text().splitlines()), end="")
     print(f"try: passnat lab exec{_pfx(a)} pc1 ping -c 2 203.0.113.10 ; passnat lab status{_pfx(a)} ; "
@@ -59,7 +60,7 @@ def _down(a: argparse.Namespace) -> int:
 
 
 def _status(a: argparse.Namespace) -> int:
-    lab = Lab(a.prefix)
+    lab = Lab(a.prefix, ha=Lab(a.prefix).read_state().get("topology") == "ha")
     print(lab.status())
     kind = lab.read_state().get("router")
     if lab.exists() and kind in ROUTER_KINDS:
@@ -70,7 +71,7 @@ def _status(a: argparse.Namespace) -> int:
 
 
 def _exec(a: argparse.Namespace) -> int:
-    lab = Lab(a.prefix)
+    lab = Lab(a.prefix, ha=True)  # (every box name, router2 too)
     if not a.cmd:
         raise LabError("exec needs a command, e.g.: passnat lab exec pc1 ping -c 2 203.0.113.10")
     ns = lab.ns(a.host)
@@ -113,6 +114,13 @@ def _demo(a: argparse.Namespace) -> int:
     return demo(a.prefix or None, routers=routers, iperf_seconds=a.iperf, report_path=a.report)
 
 
+def _failover(a: argparse.Namespace) -> int:
+    from passnat.lab.demo import failover_demo
+
+    _need_root()
+    return failover_demo(a.prefix or None, duration=a.duration, report_path=a.report)
+
+
 def _wrap(fn: Any) -> Any:
     def call(a: argparse.Namespace) -> int:
         try:
@@ -140,6 +148,8 @@ def register(sub: Any) -> None:
     p = add("up", _up, "build the lab and start the router")
     p.add_argument("--router", choices=ROUTER_KINDS, default="passnat",
                    help="what runs in the router namespace (default passnat)")
+    p.add_argument("--topology", choices=("single", "ha"), default="single",
+                   help="ha: two passnat routers with keepalived and session sync (docs/ha.md)")
     add("down", _down, "stop everything the lab started and delete its namespaces")
     add("status", _status, "namespaces, processes and router sessions of a lab")
     p = add("exec", _exec, "run a command in a lab host (pc1 pc2 pc3 lansrv srv1 srv2 router lan wan)")
@@ -153,6 +163,10 @@ def register(sub: Any) -> None:
     p.add_argument("--iperf", type=float, default=0.0, metavar="SECONDS", help="iperf3 run (default none)")
     p.add_argument("--report", help="also write the report to this file")
     p.add_argument("scenarios", nargs="*", help="scenario ids (default: all; see `passnat lab list`)")
+    p = add("failover", _failover, "the ha topology: flows, SIGKILL of the master, rejoin, switch back",
+            demo_prefix)
+    p.add_argument("--duration", type=float, default=60.0, help="how long the flows run (default 60 s, at least 40)")
+    p.add_argument("--report", help="also write the report to this file")
     p = add("demo", _demo, "the full demo: every scenario through passnat and the kernel NAT", demo_prefix)
     p.add_argument("--iperf", type=float, default=5.0, metavar="SECONDS", help="iperf3 duration (default 5)")
     p.add_argument("--passnat-only", action="store_true", help="skip the kernel NAT column")

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from passnat.lab import report
 from passnat.lab.lab import Lab
@@ -56,6 +56,77 @@ def run_suite(lab: Lab, scenarios: Sequence[Scenario], routers: Sequence[str], *
             tp[r] = _iperf(lab, r, iperf_seconds, progress)
 
 
+def failover_text(res: dict[str, Any] | None, error: str | None = None) -> str:
+    """The report section of the HA failover scenario."""
+    head = "HA failover: two passnat routers + keepalived (VRRP), session sync (docs/ha.md)"
+    if res is None:
+        return f"{head}\n  FAIL  could not run: {error}\n"
+    lines = [f"{head}\n  {'PASS' if res.get('ok') else 'FAIL'}  SIGKILL of the master's passnat in the middle of "
+             f"five flows; backup forwarding after {res.get('failover_s')} s (goal <= 3 s)"]
+    for e in res.get("events", []):
+        lines.append(f"        {e}")
+    m = res.get("mappings")
+    if m is not None:
+        lines.append(f"  {'ok    ' if m['ok'] else 'FAILED'} state  the backup held the master's {m['before']} sessions "
+                     f"before the kill; after it {m['same_after']} were in use with the same id, outside port, SPI "
+                     f"owners and Call IDs" + (f"; changed: {'; '.join(m['changed'])}" if m["changed"] else ""))
+    mb = res.get("mappings_back")
+    if mb is not None:
+        lines.append(f"  {'ok    ' if mb['ok'] else 'FAILED'} back   after the rejoin and the planned switch back, the "
+                     f"old master uses {mb['same_after']} of them unchanged"
+                     + (f"; changed: {'; '.join(mb['changed'])}" if mb["changed"] else ""))
+    for name in ("tcp", "udp", "pptp", "esp", "ikev2"):
+        f = res.get("flows", {}).get(name)
+        if f is not None:
+            lines.append(f"  {'ok    ' if f['ok'] else 'FAILED'} {name:6} {f['text']}")
+    lines.append("  (passnat only: the kernel NAT's comparable setup, conntrackd with keepalived, is out of scope)")
+    return "\n".join(lines) + "\n"
+
+
+def run_failover(prefix: str, progress: Callable[[str], None], duration: float) -> tuple[dict[str, Any] | None, str | None]:
+    """Build the ha lab, run the failover experiment, tear the lab down (the caller handles signals)."""
+    from passnat.lab.ha import HaPair, failover
+
+    lab = Lab(prefix, ha=True)
+    try:
+        if lab.exists():
+            progress(f"removing a lab left over with prefix {lab.prefix!r}: {', '.join(lab.down())}")
+        progress(f"ha lab {lab.prefix!r}: two passnat routers, keepalived, the hosts ...")
+        lab.up("passnat", BASE)
+        pair = lab.router
+        assert isinstance(pair, HaPair)
+        return failover(lab, pair, progress=lambda t: progress(f"[ha] {t}"), duration=duration), None
+    except LabError as e:
+        return None, str(e).splitlines()[0]
+    finally:
+        lab.stop_peers()
+        removed = lab.down()
+        progress(f"ha lab down: removed {len(removed)} namespaces")
+
+
+def failover_demo(prefix: str | None = None, *, duration: float = 60.0, out: TextIO = sys.stdout,
+                  report_path: str | None = None) -> int:
+    """``passnat lab failover``: the HA scenario alone."""
+    def progress(msg: str) -> None:
+        print(msg, file=out, flush=True)
+
+    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        res, err = run_failover(prefix or os.environ.get("PASSNAT_LAB_PREFIX", "pndemo-"), progress, duration)
+    except KeyboardInterrupt:
+        progress("interrupted")
+        return 130
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    text = failover_text(res, err)
+    print(text, file=out, flush=True)
+    if report_path:
+        with open(report_path, "w") as f:
+            f.write(text)
+    return 0 if res is not None and res.get("ok") else 1
+
+
 def _iperf(lab: Lab, r: str, seconds: float, progress: Callable[[str], None]) -> Throughput:
     progress(f"[{r:<7}  iperf3] TCP pc1 -> srv1 for {seconds:.0f} s ...")
     t = iperf_tcp(lab, seconds)
@@ -64,9 +135,12 @@ def _iperf(lab: Lab, r: str, seconds: float, progress: Callable[[str], None]) ->
 
 
 def demo(prefix: str | None = None, *, only: Sequence[str] = (), routers: Sequence[str] = ("passnat", "kernel"),
-         iperf_seconds: float = 5.0, out: TextIO = sys.stdout, report_path: str | None = None) -> int:
+         iperf_seconds: float = 5.0, out: TextIO = sys.stdout, report_path: str | None = None,
+         ha: bool | None = None, ha_duration: float = 40.0) -> int:
     lab = Lab(prefix or os.environ.get("PASSNAT_LAB_PREFIX", "pndemo-"))
     scenarios = [s for s in SCENARIOS if not only or s.id in only]
+    if ha is None:
+        ha = not only  # the HA failover scenario runs with the full demo (and `passnat lab failover`)
     unknown = set(only) - {s.id for s in SCENARIOS}
     if unknown:
         raise LabError(f"unknown scenario(s): {', '.join(sorted(unknown))}")
@@ -78,6 +152,8 @@ def demo(prefix: str | None = None, *, only: Sequence[str] = (), routers: Sequen
     old = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     results: dict[str, dict[str, Outcome]] = {}
     tp: dict[str, Throughput] = {}
+    ha_res: dict[str, Any] | None = None
+    ha_err: str | None = "not run (interrupted)"
     t0 = time.time()
     interrupted = False
     try:
@@ -87,6 +163,10 @@ def demo(prefix: str | None = None, *, only: Sequence[str] = (), routers: Sequen
         lab.up(routers[0], BASE)
         progress(f"lab up: {', '.join(lab.topo.namespaces)}")
         run_suite(lab, scenarios, routers, iperf_seconds=iperf_seconds, progress=progress, results=results, tp=tp)
+        if ha and "passnat" in routers:
+            removed = lab.down()
+            progress(f"lab down: removed {len(removed)} namespaces; next: the HA failover scenario")
+            ha_res, ha_err = run_failover(lab.prefix, progress, ha_duration)
     except KeyboardInterrupt:
         interrupted = True
         progress("interrupted: tearing the lab down")
@@ -108,6 +188,8 @@ def demo(prefix: str | None = None, *, only: Sequence[str] = (), routers: Sequen
     ]
     titles = [(r, ROUTER_TITLES[r]) for r in routers if r in results]
     text = report.render(scenarios, results, titles, tp, header, BASE.passnat_config())
+    if ha and "passnat" in routers:
+        text += "\n" + failover_text(ha_res, ha_err)
     print(text, file=out, flush=True)
     path = report_path or str(lab.run_dir / "report.txt")
     try:
@@ -122,5 +204,8 @@ def demo(prefix: str | None = None, *, only: Sequence[str] = (), routers: Sequen
     first = routers[0]
     passed = [o.ok for o in results.get(first, {}).values()]
     ok = len(passed) == len(scenarios) and all(passed)
+    if ha and "passnat" in routers:
+        ok = ok and ha_res is not None and bool(ha_res.get("ok"))
+        progress(f"HA failover: {'PASS' if ha_res is not None and ha_res.get('ok') else 'FAIL'}")
     progress(f"{first}: {sum(bool(p) for p in passed)}/{len(scenarios)} scenarios passed")
     return 0 if ok else 1

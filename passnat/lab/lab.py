@@ -27,7 +27,7 @@ from typing import Any
 
 from passnat.lab.proc import LabError, Proc, nsrun, spawn
 from passnat.lab.routers import KernelRouter, PassnatRouter, RouterBackend
-from passnat.lab.topology import BOXES, HOSTS, ROUTER, Topology
+from passnat.lab.topology import HOSTS, ROUTER, ROUTER2, Topology
 from passnat.lab.variants import BASE, Variant
 
 DEFAULT_PREFIX = "pnlab-"
@@ -44,8 +44,10 @@ def run_base() -> Path:
 
 
 class Lab:
-    def __init__(self, prefix: str | None = None, base: Path | None = None):
-        self.topo = Topology(prefix or default_prefix())
+    def __init__(self, prefix: str | None = None, base: Path | None = None, ha: bool = False):
+        #: ``ha``: the active/standby topology (two passnat routers + keepalived; passnat/lab/ha.py)
+        self.ha = ha
+        self.topo = Topology(prefix or default_prefix(), ha=ha)
         self.prefix = self.topo.prefix
         self.run_dir = (base or run_base()) / self.prefix.rstrip("-")
         self.state_path = self.run_dir / "state.json"
@@ -61,7 +63,7 @@ class Lab:
     def _write_state(self, **extra: Any) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = self.read_state()
-        state.update({"prefix": self.prefix, "namespaces": self.topo.namespaces,
+        state.update({"prefix": self.prefix, "namespaces": self.topo.namespaces, "topology": "ha" if self.ha else "single",
                       "run_dir": str(self.run_dir), "pids": [p.pid for p in self.procs if p.alive()]})
         state.update(extra)
         tmp = self.state_path.with_suffix(".tmp")
@@ -83,7 +85,14 @@ class Lab:
     def backend(self, kind: str) -> RouterBackend:
         if kind not in self._routers:
             ns = self.ns(ROUTER)
-            if kind == "passnat":
+            if kind == "passnat" and self.ha:
+                from passnat.lab.ha import HaPair
+
+                self._routers[kind] = HaPair(self)
+            elif kind == "kernel" and self.ha:
+                raise LabError("the ha topology runs passnat only (the kernel's comparable setup, "
+                               "conntrackd, is out of scope)")
+            elif kind == "passnat":
                 self._routers[kind] = PassnatRouter(ns, self.run_dir)
             elif kind == "kernel":
                 self._routers[kind] = KernelRouter(ns, self.run_dir, table="lab_" + self.prefix.rstrip("-"))
@@ -178,12 +187,13 @@ class Lab:
         if not present:
             return "\n".join(lines)
         lines.append(f"router: {st.get('router') or '-'} (variant: {st.get('variant', '-')})")
-        for box in BOXES:
+        for box in self.topo.boxes:
             ns = self.ns(box)
             if ns not in present:
                 lines.append(f"  {box:7} {ns:18} MISSING")
                 continue
-            addr = HOSTS[box].addr if box in HOSTS else ("192.168.0.1 / 203.0.113.1" if box == ROUTER else "switch")
+            addr = HOSTS[box].addr if box in HOSTS else ("192.168.0.1 / 203.0.113.1" if box in (ROUTER, ROUTER2)
+                                                         else "switch")
             pids = _pids_with_names(ns)
             lines.append(f"  {box:7} {ns:18} {addr:26} {pids}")
         return "\n".join(lines)

@@ -93,9 +93,9 @@ class PptpServer:
 
 
 def start_client(lab: Lab, host: str, server_addr: str, *, duration: float, callid: int | None = None,
-                 localbind: str | None = None) -> Proc:
+                 localbind: str | None = None, interval: float = 1.0) -> Proc:
     args = ["client", "--server", server_addr, "--tag", host, "--duration", str(duration),
-            "--run-dir", str(lab.run_dir), "--barrier"]
+            "--run-dir", str(lab.run_dir), "--barrier", "--interval", str(interval)]
     if callid is not None:
         args += ["--callid", str(callid)]
     if localbind:

@@ -62,9 +62,16 @@ HOSTS: dict[str, Host] = {h.name: h for h in (
 )}
 SWITCHES = ("lan", "wan")
 ROUTER = "router"
+#: the second router of the ``ha`` topology (an active/standby pair, docs/ha.md)
+ROUTER2 = "router2"
 #: every namespace suffix, in teardown order (hosts first, switches last)
 BOXES = (*HOSTS, ROUTER, *SWITCHES)
+HA_BOXES = (*HOSTS, ROUTER, ROUTER2, *SWITCHES)
 HOST_IF = "eth0"
+#: ``ha`` topology: each router's own kernel addresses (keepalived's VRRP) and the sync link
+HA_KERNEL = {ROUTER: ("192.168.0.2", "203.0.113.2"), ROUTER2: ("192.168.0.3", "203.0.113.3")}
+HA_SYNC_IF = "hasync"
+HA_SYNC = {ROUTER: ("10.255.0.1", "10.255.0.2"), ROUTER2: ("10.255.0.2", "10.255.0.1")}
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}-$")
 
@@ -77,23 +84,31 @@ def check_prefix(prefix: str) -> str:
 
 
 class Topology:
-    """Namespace names for one lab (``prefix``), and building/removing it."""
+    """Namespace names for one lab (``prefix``), and building/removing it.  ``ha``: two routers
+    (``router`` and ``router2``) on the same switches, a sync link between them, each with kernel
+    addresses of its own on both segments for keepalived's VRRP."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, ha: bool = False):
         self.prefix = check_prefix(prefix)
+        self.ha = ha
+
+    @property
+    def boxes(self) -> tuple[str, ...]:
+        return HA_BOXES if self.ha else BOXES
 
     def ns(self, box: str) -> str:
-        if box not in BOXES:
-            raise LabError(f"no host {box!r} in the lab (hosts: {', '.join(BOXES)})")
+        if box not in self.boxes:
+            raise LabError(f"no host {box!r} in the lab (hosts: {', '.join(self.boxes)})")
         return self.prefix + box
 
     @property
     def namespaces(self) -> list[str]:
-        return [self.prefix + b for b in BOXES]
+        return [self.prefix + b for b in self.boxes]
 
     def existing(self) -> list[str]:
-        """The lab's namespaces that exist now (found by exact name, never by a looser match)."""
-        mine = set(self.namespaces)
+        """The lab's namespaces that exist now (found by exact name, never by a looser match;
+        ``router2`` too, whichever topology this object was made for)."""
+        mine = {self.prefix + b for b in HA_BOXES}
         return [n for n in list_namespaces() if n in mine]
 
     # ------------------------------------------------------------------ build
@@ -126,12 +141,20 @@ class Topology:
             run(["ip", "-n", ns, "addr", "add", f"{h.addr}/{PREFIX_LEN}", "dev", HOST_IF])
             if h.gateway:
                 run(["ip", "-n", ns, "route", "add", "default", "via", h.gateway])
-        self._wire(self.ns(ROUTER), ROUTER_LAN_IF, "lan", "p-router")
-        self._wire(self.ns(ROUTER), ROUTER_WAN_IF, "wan", "p-router")
-        # the router namespace forwards nothing by itself; a router backend decides
-        nsrun(self.ns(ROUTER), ["sysctl", "-qw", "net.ipv4.ip_forward=0",
-                                "net.ipv4.conf.all.send_redirects=0",
-                                "net.ipv4.conf.default.send_redirects=0"])
+        for r in (ROUTER, ROUTER2) if self.ha else (ROUTER,):
+            self._wire(self.ns(r), ROUTER_LAN_IF, "lan", f"p-{r}")
+            self._wire(self.ns(r), ROUTER_WAN_IF, "wan", f"p-{r}")
+            # the router namespace forwards nothing by itself; a router backend decides
+            nsrun(self.ns(r), ["sysctl", "-qw", "net.ipv4.ip_forward=0",
+                               "net.ipv4.conf.all.send_redirects=0",
+                               "net.ipv4.conf.default.send_redirects=0"])
+        if self.ha:
+            run(["ip", "link", "add", HA_SYNC_IF, "netns", self.ns(ROUTER), "type", "veth", "peer", "name",
+                 HA_SYNC_IF, "netns", self.ns(ROUTER2)])
+            for r in (ROUTER, ROUTER2):
+                ns = self.ns(r)
+                run(["ip", "-n", ns, "addr", "add", f"{HA_SYNC[r][0]}/30", "dev", HA_SYNC_IF])
+                run(["ip", "-n", ns, "link", "set", HA_SYNC_IF, "up"])
 
     def _wire(self, ns: str, ifname: str, switch: str, port: str) -> None:
         """A veth "cable" from ``ns``:``ifname`` to switch port ``port``, offloads off."""

@@ -55,6 +55,8 @@ class StaticNat:
         self.bind_in: dict[tuple[str, int], DynBinding] = {}
         self._heap: list[tuple[float, int, DynBinding]] = []
         self._seq = 0
+        #: bindings made, refreshed or ended since the HA sync last looked (None: no sync peer)
+        self.changed: set[tuple[str, int]] | None = None
 
     def global_addresses(self) -> dict[str, set[int]]:
         """Every global address this module answers for, per interface (for ARP)."""
@@ -99,6 +101,8 @@ class StaticNat:
         return None
 
     def _install(self, b: DynBinding) -> None:
+        if self.changed is not None:
+            self.changed.add((b.nat_if, b.private))
         self.bind_out[(b.nat_if, b.private)] = b
         self.bind_in[(b.nat_if, b.global_)] = b
         b.hd = b.last + self.timeout
@@ -128,10 +132,24 @@ class StaticNat:
     def bindings(self) -> list[DynBinding]:
         return [b for b in self.bind_out.values() if b.alive]
 
+    def remove(self, nat_if: str, private: int) -> bool:
+        """End one binding (the HA sync applies the peer's expiry); False when there was none."""
+        b = self.bind_out.pop((nat_if, private), None)
+        if b is None:
+            return False
+        b.alive = False
+        if self.bind_in.get((nat_if, b.global_)) is b:
+            del self.bind_in[(nat_if, b.global_)]
+        if self.changed is not None:
+            self.changed.add((nat_if, private))
+        return True
+
     def clear(self) -> int:
         n = len(self.bind_out)
         for b in self.bind_out.values():
             b.alive = False
+            if self.changed is not None:
+                self.changed.add((b.nat_if, b.private))
         self.bind_out.clear()
         self.bind_in.clear()
         return n
@@ -150,6 +168,8 @@ class StaticNat:
             if not b.alive or b.hd != dl:
                 continue
             exp = b.last + self.timeout
+            if self.changed is not None:
+                self.changed.add((b.nat_if, b.private))  # ended, or alive with a new idle time
             if exp <= now:
                 b.alive = False
                 self.bind_out.pop((b.nat_if, b.private), None)

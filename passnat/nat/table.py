@@ -110,6 +110,14 @@ class SessionTable:
         self.created_total = 0
         self.kinds: dict[tuple[int, str], int] = {}
         self.vpn: dict[int, Session] = tracked_dict()
+        #: sessions whose saved state changed since the HA sync last looked (passnat/ha): None
+        #: unless a sync peer wants them; a set add per change (made, removed, timer class)
+        self.changed: set[Session] | None = None
+
+    def touched(self, s: Session) -> None:
+        """Note that ``s``'s saved state changed (handlers: ESP SPIs, PPTP calls)."""
+        if self.changed is not None:
+            self.changed.add(s)
 
     def __len__(self) -> int:
         return self._n
@@ -230,6 +238,8 @@ class SessionTable:
         kinds[kind] = kinds.get(kind, 0) + 1
         if _is_vpn(s):
             self.vpn[s.id] = s
+        if self.changed is not None:
+            self.changed.add(s)
         if _untrack is not None:
             _untrack(s)
         if okey is not None:
@@ -301,6 +311,8 @@ class SessionTable:
         """Change a session's timer; a shorter one is queued so expiry is on time."""
         s.timeout = timeout
         s.klass = klass
+        if self.changed is not None:
+            self.changed.add(s)
         exp = s.last + timeout
         if exp < s.hd:
             heapq.heappush(self._exact, (exp, s.id, s))
@@ -328,6 +340,8 @@ class SessionTable:
                 counts.pop(key, None)
         if s.mapping is not None:
             self._drop_mapping_ref(s.mapping)
+        if self.changed is not None:
+            self.changed.add(s)
         self.on_remove(s)
 
     def clear(self) -> int:
@@ -379,4 +393,6 @@ class SessionTable:
             self.remove(s)
             gone.append(s)
         else:
+            if self.changed is not None:
+                self.changed.add(s)  # alive and used: the peer's copy gets the new idle time
             self._file(s, exp, now)

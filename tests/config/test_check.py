@@ -51,7 +51,7 @@ def test_quiet_still_prints_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     path = write(tmp_path, "ppp add x\nbogus\n")
     assert check_file(path, quiet=True) == 1
     assert capsys.readouterr().err.splitlines() == [
-        (f'{path}:2:1: error: expected one of: filter, hostname, interface, nat, option, route, '
+        (f'{path}:2:1: error: expected one of: filter, ha, hostname, interface, nat, option, route, '
         f'got "bogus" (unknown command)')
     ]
 

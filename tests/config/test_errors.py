@@ -54,7 +54,7 @@ MALFORMED: list[tuple[str, int, str]] = [
      'no filter named "nothere" is configured before this line'),
     ('hostname "unterminated', 10, 'unterminated quoted string (missing closing ")'),
     ("frobnicate on", 1,
-     'expected one of: filter, hostname, interface, nat, option, route, got "frobnicate" (unknown command)'),
+     'expected one of: filter, ha, hostname, interface, nat, option, route, got "frobnicate" (unknown command)'),
     ("nat", 4, "expected one of: dynamic, logging, napt, option, reflect, session, snapt, static, timeout, got end of line"),
     ("option ip fragment-requeueing maybe", 31, 'expected one of: on, off, got "maybe"'),
 ]

@@ -17,7 +17,7 @@ import pytest
 
 from passnat.lab.lab import Lab
 
-TOOLS = ("ip", "nft", "conntrack", "ethtool", "pptp", "pptpd", "swanctl", "iperf3", "unshare")
+TOOLS = ("ip", "nft", "conntrack", "ethtool", "pptp", "pptpd", "swanctl", "iperf3", "unshare", "keepalived")
 
 
 def lab_preconditions() -> None:

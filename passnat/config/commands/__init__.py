@@ -7,7 +7,7 @@ SEIL commands that passnat skips with a warning.  ``ALL_COMMANDS`` is the
 explicit union the parser builds its tree from.
 """
 from passnat.config.commands import filter as filter_commands
-from passnat.config.commands import interface, nat, option, route, skipped, system
+from passnat.config.commands import ha, interface, nat, option, route, skipped, system
 from passnat.config.syntax import Command
 
 ALL_COMMANDS: tuple[Command, ...] = (
@@ -17,6 +17,7 @@ ALL_COMMANDS: tuple[Command, ...] = (
     *nat.COMMANDS,
     *filter_commands.COMMANDS,
     *option.COMMANDS,
+    *ha.COMMANDS,
     *skipped.COMMANDS,
 )
 

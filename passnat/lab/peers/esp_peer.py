@@ -130,6 +130,8 @@ def client(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     sent = 0
     first_reply: float | None = None
+    last_reply: float | None = None
+    max_gap = 0.0
     while not stop:
         now = time.monotonic()
         if sent < args.count and now >= t0 + sent * args.interval:
@@ -159,13 +161,18 @@ def client(args: argparse.Namespace) -> int:
         want = f"{args.name} #{rep[ICMP].seq}".encode() if ICMP in rep else b""
         if ICMP in rep and rep[ICMP].type == 0 and Raw in rep and bytes(rep[Raw].load) == want:
             ok.add(rep[ICMP].seq)
+            t_rep = time.monotonic() - t0
             if first_reply is None:
-                first_reply = time.monotonic() - t0
+                first_reply = t_rep
+            if last_reply is not None:
+                max_gap = max(max_gap, t_rep - last_reply)
+            last_reply = t_rep
         else:
             bad += 1
     result({"role": "client", "name": args.name, "algo": algo, "sent": sent, "ok": len(ok),
             "foreign": dict(foreign), "bad": bad, "spi_out": f"{spi_out:#x}", "spi_in": f"{spi_in:#x}",
-            "first_reply_s": None if first_reply is None else round(first_reply, 3)})
+            "first_reply_s": None if first_reply is None else round(first_reply, 3),
+            "max_gap_s": round(max_gap, 3)})
     return 0
 
 

@@ -2,7 +2,9 @@
 
     tcp-sink  --port P [--duration S]         accept, read to EOF, answer "<bytes> <sha256>"
     tcp-send  --to A --port P --bytes N       send N deterministic bytes, check the sink's answer
+    (tcp-send --rate B: paced, B bytes/s)
     udp-echo  --port P [--duration S]         echo every datagram
+    udp-flow  --to A --port P [--interval S]  one datagram every S s from one port for --duration: echoes, longest gap
     udp-ping  --to A --port P [--count N]     N datagrams, count the echoes
     udp-sink  --port P [--duration S]         record the sha256 of every datagram
     frag-send --to A --port P --order 1,2,0   3-fragment UDP datagrams, fragments in that order
@@ -94,7 +96,16 @@ def tcp_send(a: argparse.Namespace) -> None:
     try:
         s.connect((a.to, a.port))
         out["connected"] = True
-        s.sendall(data)
+        out["local_port"] = s.getsockname()[1]
+        if a.rate:
+            chunk = max(1024, int(a.rate / 20))
+            for i in range(0, len(data), chunk):
+                wait = t0 + i / a.rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                s.sendall(data[i:i + chunk])
+        else:
+            s.sendall(data)
         s.shutdown(socket.SHUT_WR)
         answer = b""
         while not answer.endswith(b"\n"):
@@ -133,6 +144,35 @@ def udp_echo(a: argparse.Namespace) -> None:
             n += 1
             sources.add(f"{src[0]}:{src[1]}")
     result({"role": "udp-echo", "echoed": n, "sources": sorted(sources)})
+
+
+def udp_flow(a: argparse.Namespace) -> None:
+    """A steady flow from one socket: a datagram every ``interval`` s, echoes counted and timed."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 0))
+    barrier(a.barrier)
+    stop = StopFlag()
+    t0 = time.monotonic()
+    sent = got = 0
+    last: float | None = None
+    gap = 0.0
+    nxt = t0
+    while not stop and time.monotonic() < t0 + a.duration:
+        now = time.monotonic()
+        if now >= nxt:
+            s.sendto(b"flow %d" % sent, (a.to, a.port))
+            sent += 1
+            nxt += a.interval
+        r, _, _ = select.select([s], [], [], max(0.0, min(0.05, nxt - time.monotonic())))
+        if r:
+            s.recvfrom(65535)
+            got += 1
+            now = time.monotonic()
+            if last is not None:
+                gap = max(gap, now - last)
+            last = now
+    result({"role": "udp-flow", "sent": sent, "got": got, "max_gap_s": round(gap, 3),
+            "local_port": s.getsockname()[1]})
 
 
 def udp_ping(a: argparse.Namespace) -> None:
@@ -299,8 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         return p
 
     add("tcp-sink", tcp_sink)
-    add("tcp-send", tcp_send).add_argument("--bytes", type=int, default=1 << 20)
+    p = add("tcp-send", tcp_send)
+    p.add_argument("--bytes", type=int, default=1 << 20)
+    p.add_argument("--rate", type=float, default=0.0, help="bytes per second (0: as fast as it goes)")
     add("udp-echo", udp_echo)
+    p = add("udp-flow", udp_flow)
+    p.add_argument("--interval", type=float, default=0.05)
     p = add("udp-ping", udp_ping)
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--interval", type=float, default=0.2)

@@ -123,13 +123,14 @@ class Echoer:
         self.t0 = time.monotonic()
         self.first_rep: float | None = None
         self.last_rep: float | None = None
+        self.max_gap = 0.0
         self.end = "duration"
 
     def summary(self) -> dict[str, Any]:
         span = (self.last_rep - self.first_rep) if self.first_rep is not None and self.last_rep is not None else 0.0
         return {"tag": self.tag, "sent_req": self.sent_req, "got_rep": self.got_rep, "got_req": self.got_req,
                 "foreign_rep": self.foreign, "peer_tags": dict(self.peer_tags), "badfcs": self.dec.bad,
-                "reply_span_s": round(span, 2), "end": self.end,
+                "reply_span_s": round(span, 2), "max_gap_s": round(self.max_gap, 2), "end": self.end,
                 "elapsed_s": round(time.monotonic() - self.t0, 2)}
 
     def run(self, fd_in: int, fd_out: int, duration: float, stop: StopFlag,
@@ -177,6 +178,8 @@ class Echoer:
                     self.got_rep += 1
                     t = time.monotonic() - self.t0
                     self.first_rep = t if self.first_rep is None else self.first_rep
+                    if self.last_rep is not None:
+                        self.max_gap = max(self.max_gap, t - self.last_rep)
                     self.last_rep = t
 
 

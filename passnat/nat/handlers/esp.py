@@ -192,15 +192,16 @@ class EspHandler(AddressOnlyHandler):
         info = _info(s)
         g.out_spi[spi] = s
         info["out_spis"].append(spi)
+        self.router.table.touched(s)
         if info["unpaired_in"]:
             info["pairs"].append([spi, info["unpaired_in"].pop(0)])
             return False
         info["unpaired"].append([spi, now])
         return True
 
-    @staticmethod
-    def _record_in(s: Session, spi: int) -> None:
+    def _record_in(self, s: Session, spi: int) -> None:
         """Note inbound ``spi`` of ``s``, pairing it with its oldest unpaired outbound SPI."""
+        self.router.table.touched(s)
         info = _info(s)
         info["in_spis"].append(spi)
         if info["unpaired"]:
@@ -559,6 +560,20 @@ class EspHandler(AddressOnlyHandler):
         for spi in info["in_spis"]:
             g.in_spi[spi] = s
         return True
+
+    def update_info(self, s: Session, info: dict[str, Any] | None) -> None:
+        """The peer router's newer SPI data for a session this router has (HA sync, passnat/ha):
+        SPIs it learned since are bound here too, unless another live session owns them."""
+        s.info = dict(info) if info else None
+        g = self.group(s.nat_if, s.rem_addr)
+        fresh = _info(s)
+        for table, spis in ((g.out_spi, fresh["out_spis"]), (g.in_spi, fresh["in_spis"])):
+            for spi in spis:
+                owner = table.get(spi)
+                if owner is None or owner is s or not owner.alive:
+                    table[spi] = s
+                else:
+                    self.router.count("ha_sync_spi_conflicts")
 
     def error_session(self, q: Quoted, outbound: bool) -> tuple[Session, int | None] | None:
         if not outbound:

@@ -426,6 +426,7 @@ class PptpHandler(TcpUdpHandler):
         info = s.info if s.info is not None else {}
         info["pptp_calls"] = [c.plain() for c in self.calls.get(s.id, ())]
         s.info = info
+        self.router.table.touched(s)
 
     def restore(self, s: Session) -> bool:
         """A saved control connection and its calls (GRE sessions follow, see persist)."""
@@ -436,15 +437,49 @@ class PptpHandler(TcpUdpHandler):
             if not self._pool(s).claim(outside, call):
                 continue
             self.calls.setdefault(s.id, []).append(call)
+            call.peer_id = peer
             if state != "clearing":
                 self.gre_in[(s.out_addr, s.rem_addr, outside)] = call
                 if peer is not None:
-                    call.peer_id = peer
                     self.gre_out[(s.out_addr, s.rem_addr, peer)] = call
             else:
                 self.lingering.append((s.last + CLEAR_LINGER, call))
         self._sync(s)
         return True
+
+    def update_info(self, s: Session, info: dict[str, Any] | None) -> None:
+        """The peer router's newer calls of a control connection this router has (HA sync,
+        passnat/ha): calls it no longer has end here, new ones open with the same Call IDs,
+        changed ones take their new peer Call ID and state."""
+        wanted = {c[1]: c for c in (info or {}).get("pptp_calls", [])}
+        for old in list(self.calls.get(s.id, ())):
+            if old.outside_id not in wanted:
+                self._end(old)
+        current = {c.outside_id: c for c in self.calls.get(s.id, ())}
+        for outside, (inside, _o, peer, state) in wanted.items():
+            found = current.get(outside)
+            if found is not None:
+                call = found
+            else:
+                call = Call(ctrl=s, host=s.in_addr, inside_id=inside, outside_id=outside, since=s.last)
+                if not self._pool(s).claim(outside, call):
+                    self.router.count("ha_sync_conflicts")
+                    continue
+                self.calls.setdefault(s.id, []).append(call)
+                self.gre_in[(s.out_addr, s.rem_addr, outside)] = call
+            if peer != call.peer_id:
+                if call.peer_id is not None and self.gre_out.get((s.out_addr, s.rem_addr, call.peer_id)) is call:
+                    del self.gre_out[(s.out_addr, s.rem_addr, call.peer_id)]
+                call.peer_id = peer
+                if peer is not None and state != "clearing":
+                    self.gre_out[(s.out_addr, s.rem_addr, peer)] = call
+            if state == "clearing" and call.state != "clearing":
+                call.state = "clearing"
+                self._drop_gre(call)
+                self.lingering.append((s.last + CLEAR_LINGER, call))
+            elif state != "clearing":
+                call.state = state
+        self._sync(s)
 
     def on_remove(self, s: Session) -> None:
         self.end_all(s, s.last)
