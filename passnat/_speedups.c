@@ -190,8 +190,8 @@ find_flow(PyObject *ft, const unsigned char *p, Py_ssize_t n, struct rewrite *rw
     if (ttl <= 1 || (frag & 0x3FFF) || (Py_ssize_t)totlen != n || n > mtu)
         return NULL;
     if (proto == 6) {
-        if (n < 40 || (p[33] & 0x07))
-            return NULL;
+        if (n < 40 || (p[33] & 0x17) != 0x10)
+            return NULL; /* ACK without SYN/FIN/RST only: other flags are the slow path's */
     } else if (proto == 1) {
         if (!sum_ok(p + 20, n - 20))
             return NULL; /* the slow path drops and counts it (bad_l4_header) */

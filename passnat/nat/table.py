@@ -39,8 +39,21 @@ the table turned over a quarter of its sessions.  The index dicts are tracked fr
 
 Limits (R18): a global maximum, ``restricted-per-ip`` (sessions created by
 packets from one source address, either side) and ``restricted-per-private-ip``
-(sessions involving one private address).  Reaching one drops the packet; the
-router counts and logs "nat session is full".
+(sessions involving one private address; by default a quarter of the table).
+Reaching one drops the packet; the router counts and logs "nat session is full".
+
+Fairness (R29, issue 13): a full table makes room by evicting the oldest
+session that never saw a reply of the inside host holding the most such
+sessions (``make_room``).  Only plain NAPT sessions (TCP, UDP other than IKE,
+ICMP queries) waiting for their first reply (``Session.ur == UR_IN``) are
+candidates; a session with two-way traffic, SNAPT, static or dynamic NAT, ESP,
+GRE, PPTP and IKE never are.  Each inside host has a FIFO (a deque) of its
+unreplied sessions and a count of the live ones; hosts sit in buckets by that
+count, with the largest count kept, so finding the victim is O(1).  A session
+that gets its reply or goes leaves its entry in the deque (skipped when met:
+``ur`` tells), and a deque grown past twice its live count plus a little is
+rebuilt, so every operation is O(1) amortised and a deque holds at most about
+twice its host's unreplied sessions; a host without any loses its deque.
 """
 from __future__ import annotations
 
@@ -48,11 +61,12 @@ import heapq
 import math
 import random
 import struct
+from collections import deque
 from collections.abc import Callable
 
 from passnat.nat.drops import Drop
 from passnat.nat.ports import IdPool
-from passnat.nat.session import Mapping, Session
+from passnat.nat.session import UR_IN, Mapping, Session
 from passnat.speedups import module as _speedups_module
 
 _untrack = getattr(_speedups_module(), "untrack", None)
@@ -113,6 +127,12 @@ class SessionTable:
         #: sessions whose saved state changed since the HA sync last looked (passnat/ha): None
         #: unless a sync peer wants them; a set add per change (made, removed, timer class)
         self.changed: set[Session] | None = None
+        # unreplied NAPT sessions per inside host (fairness: make_room)
+        self._ur_queue: dict[int, deque[Session]] = tracked_dict()  # host -> its unreplied, oldest first
+        self._ur_count: dict[int, int] = {}  # host -> live unreplied sessions (> 0)
+        self._ur_hosts: dict[int, set[int]] = {}  # count -> the hosts with that many
+        self._ur_max = 0  # the largest count
+        self.evicted_total = 0
 
     def touched(self, s: Session) -> None:
         """Note that ``s``'s saved state changed (handlers: ESP SPIs, PPTP calls)."""
@@ -156,6 +176,90 @@ class SessionTable:
         if self.per_private_ip is not None and self.count_private.get(private, 0) >= self.per_private_ip:
             return Drop.SESSION_LIMIT_PRIVATE_IP
         return None
+
+    def make_room(self, origin: int, private: int) -> Session | None:
+        """When the table is full and the per-address limits would admit a session for these
+        addresses: evict the oldest unreplied session of the host holding the most, and return it
+        (None: nothing evicted)."""
+        if self._n < self.maximum or self._ur_max == 0:
+            return None
+        if self.per_ip is not None and self.count_src.get(origin, 0) >= self.per_ip:
+            return None
+        if self.per_private_ip is not None and self.count_private.get(private, 0) >= self.per_private_ip:
+            return None
+        hosts = self._ur_hosts[self._ur_max]
+        host = hosts.pop()  # (set.pop resumes where it left off: O(1) amortised)
+        hosts.add(host)
+        queue = self._ur_queue[host]
+        while True:
+            s = queue.popleft()
+            if s.ur == UR_IN and s.alive:
+                break
+        self.remove(s)
+        self.evicted_total += 1
+        return s
+
+    def unreplied(self, host: int) -> int:
+        """Live unreplied NAPT sessions of inside ``host`` (the eviction candidates)."""
+        return self._ur_count.get(host, 0)
+
+    def _ur_add(self, s: Session) -> None:
+        host = s.in_addr
+        counts, buckets = self._ur_count, self._ur_hosts
+        n = counts.get(host, 0)
+        if n:
+            bucket = buckets[n]
+            bucket.discard(host)
+            if not bucket:
+                del buckets[n]
+            queue = self._ur_queue[host]
+        else:
+            queue = self._ur_queue[host] = deque()
+            if _untrack is not None:
+                _untrack(queue)  # (untracked sessions only: no cycle through it)
+        n += 1
+        counts[host] = n
+        more = buckets.get(n)
+        if more is None:
+            buckets[n] = {host}
+        else:
+            more.add(host)
+        if n > self._ur_max:
+            self._ur_max = n
+        queue.append(s)
+        if len(queue) > 2 * n + 16:  # mostly answered or gone: keep the live ones, in order
+            queue = self._ur_queue[host] = deque(x for x in queue if x.ur == UR_IN and x.alive)
+            if _untrack is not None:
+                _untrack(queue)
+
+    def _ur_drop(self, host: int) -> None:
+        """One unreplied session of ``host`` fewer (it got its reply or went)."""
+        counts, buckets = self._ur_count, self._ur_hosts
+        n = counts[host]
+        bucket = buckets[n]
+        bucket.discard(host)
+        if not bucket:
+            del buckets[n]
+            if n == self._ur_max:
+                self._ur_max = n - 1
+        n -= 1
+        if n:
+            counts[host] = n
+            fewer = buckets.get(n)
+            if fewer is None:
+                buckets[n] = {host}
+            else:
+                fewer.add(host)
+        else:
+            del counts[host]
+            del self._ur_queue[host]
+
+    def replied(self, s: Session) -> None:
+        """``s`` saw its first reply: it is no longer an eviction candidate (the caller changes
+        its timer and flows)."""
+        if s.ur == UR_IN and s.alive:
+            self._ur_drop(s.in_addr)
+        s.ur = 0
 
     def new_id(self) -> int:
         i = self._next_id
@@ -242,6 +346,8 @@ class SessionTable:
             self.changed.add(s)
         if _untrack is not None:
             _untrack(s)
+        if s.ur == UR_IN:
+            self._ur_add(s)
         if okey is not None:
             self.out_flows[s.proto][okey] = s
             s.okey = okey
@@ -342,6 +448,8 @@ class SessionTable:
             self._drop_mapping_ref(s.mapping)
         if self.changed is not None:
             self.changed.add(s)
+        if s.ur == UR_IN:
+            self._ur_drop(s.in_addr)
         self.on_remove(s)
 
     def clear(self) -> int:

@@ -29,7 +29,7 @@ MALFORMED: list[tuple[str, int, str]] = [
     ("nat timeout", 12, "expected seconds (e.g. 900 or 1h30m), got end of line"),
     ("nat timeout protocol udp -5", 26, 'expected seconds (e.g. 900 or 1h30m) or system-default, got "-5"'),
     ("nat timeout protocol dns 15", 22,
-     'expected one of: tcp-synonly, tcp-established, udp, icmp, esp, gre, got "dns"'),
+     'expected one of: tcp-synonly, tcp-established, udp, udp-unreplied, icmp, esp, gre, got "dns"'),
     ("nat session restricted-per-ip 5000", 31,
      'expected a session count 1-4096 or system-default, got "5000" (out of range 1-4096)'),
     ("nat option esp-pairing-window 50", 31,

@@ -12,7 +12,7 @@ from passnat.config.render import quote, render
 from tests.config.helpers import DATA, parse_one
 
 #: the lines every rendering ends with when nothing else is set
-TRAILER = ["nat timeout 900", "nat logging off", "option ip fragment-requeueing on"]
+TRAILER = ["nat timeout 900", "nat logging off", "option ip fragment-requeueing on", "option ip unicast-rpf strict"]
 
 
 def body(config: Config) -> list[str]:
@@ -79,7 +79,7 @@ def test_sections_come_in_show_config_order() -> None:
         "hostname h\n"
     )
     assert [line.split()[0] for line in render(config).splitlines()] == [
-        "hostname", "interface", "route", "filter", "nat", "nat", "nat", "option",
+        "hostname", "interface", "route", "filter", "nat", "nat", "nat", "option", "option",
     ]
 
 
