@@ -66,7 +66,8 @@ class LeanPath:
         self.ingress: frozenset[str] = frozenset()
         self.egress: dict[str, tuple[int, int, int | None, list[tuple[int, int]]]] = {}
         self.mss: dict[str, int | None] = {}
-        self._hops: dict[tuple[str, str, bool], Any] = {}
+        self._hops: dict[tuple[str, str], Any] = {}
+        self._slow_hops: dict[tuple[str, str], Any] = {}
         #: a first TCP segment's (state, timer class, timeout) by its flags; UDP's (class, timeout)
         self.tcp_first: list[tuple[Any, str, float]] = []
         self.udp = self.udp_dns = self.udp_ike = ("udp", 0.0)
@@ -80,6 +81,7 @@ class LeanPath:
         assert r.static is not None
         self._hops = {}
         self.c_state = None
+        self._slow_hops = {}
         if r.filter.active:
             self.ingress = frozenset()  # the filter runs per packet on the slow path
             self.egress = {}
@@ -117,7 +119,7 @@ class LeanPath:
         r = self.router
         oif, nh = route
         h = r.intern_hop((oif, nh, r.mtu(oif), slow, None))
-        self._hops[(oif, nh, slow)] = h
+        (self._slow_hops if slow else self._hops)[route] = h
         return h
 
     def first(self, interface: str, packet: bytes, now: float) -> list[Output] | None:
@@ -208,10 +210,11 @@ class LeanPath:
         s.ur = ur
         s.lan_if = in_hop[0]
         s.o_ipd, s.o_l4d, s.i_ipd, s.i_l4d = ipd, l4d, _, _ = rewrite_deltas(src, out_addr, sport, oport, True)
-        hops = self._hops
-        s.o_hop = hops.get((oif, nh, False)) or self._hop(hop)
-        slow = ur == UR_IN
-        s.i_hop = hops.get((in_hop[0], in_hop[1], slow)) or self._hop(in_hop, slow)
+        s.o_hop = self._hops.get(hop) or self._hop(hop)
+        if ur == UR_IN:  # its first reply comes to the slow path (tcpudp.replied)
+            s.i_hop = self._slow_hops.get(in_hop) or self._hop(in_hop, True)
+        else:
+            s.i_hop = self._hops.get(in_hop) or self._hop(in_hop)
         t.add(s, okey, KEY.pack(dst, out_addr, dport, oport))
         # ---- the packet: the fast path's rewrite, then MSS clamping (Router._emit) ----
         b = bytearray(packet)

@@ -51,9 +51,10 @@ GRE, PPTP and IKE never are.  Each inside host has a FIFO (a deque) of its
 unreplied sessions and a count of the live ones; hosts sit in buckets by that
 count, with the largest count kept, so finding the victim is O(1).  A session
 that gets its reply or goes leaves its entry in the deque (skipped when met:
-``ur`` tells), and a deque grown past twice its live count plus a little is
-rebuilt, so every operation is O(1) amortised and a deque holds at most about
-twice its host's unreplied sessions; a host without any loses its deque.
+``ur`` tells); a deque grown past twice its live count plus a little when a
+session is added, or four times when one leaves, is rebuilt, so every operation
+is O(1) amortised and a deque never holds more than about four times its host's
+unreplied sessions; a host without any loses its deque.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ import random
 import struct
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from passnat.nat.drops import Drop
 from passnat.nat.ports import IdPool
@@ -128,10 +130,10 @@ class SessionTable:
         #: unless a sync peer wants them; a set add per change (made, removed, timer class)
         self.changed: set[Session] | None = None
         # unreplied NAPT sessions per inside host (fairness: make_room)
-        self._ur_queue: dict[int, deque[Session]] = tracked_dict()  # host -> its unreplied, oldest first
-        self._ur_count: dict[int, int] = {}  # host -> live unreplied sessions (> 0)
+        self._ur: dict[int, list[Any]] = tracked_dict()  # host -> [live count, deque: oldest first]
         self._ur_hosts: dict[int, set[int]] = {}  # count -> the hosts with that many
         self._ur_max = 0  # the largest count
+        self.ur_work = 0  # queue entries read by make_room and compaction (tests: O(1) amortised)
         self.evicted_total = 0
 
     def touched(self, s: Session) -> None:
@@ -190,9 +192,10 @@ class SessionTable:
         hosts = self._ur_hosts[self._ur_max]
         host = hosts.pop()  # (set.pop resumes where it left off: O(1) amortised)
         hosts.add(host)
-        queue = self._ur_queue[host]
+        queue: deque[Session] = self._ur[host][1]
         while True:
             s = queue.popleft()
+            self.ur_work += 1
             if s.ur == UR_IN and s.alive:
                 break
         self.remove(s)
@@ -201,58 +204,84 @@ class SessionTable:
 
     def unreplied(self, host: int) -> int:
         """Live unreplied NAPT sessions of inside ``host`` (the eviction candidates)."""
-        return self._ur_count.get(host, 0)
+        st = self._ur.get(host)
+        return 0 if st is None else int(st[0])
 
     def _ur_add(self, s: Session) -> None:
         host = s.in_addr
-        counts, buckets = self._ur_count, self._ur_hosts
-        n = counts.get(host, 0)
-        if n:
-            bucket = buckets[n]
-            bucket.discard(host)
-            if not bucket:
-                del buckets[n]
-            queue = self._ur_queue[host]
-        else:
-            queue = self._ur_queue[host] = deque()
+        buckets = self._ur_hosts
+        st = self._ur.get(host)
+        if st is None:
+            queue: deque[Session] = deque((s,))
             if _untrack is not None:
                 _untrack(queue)  # (untracked sessions only: no cycle through it)
+            self._ur[host] = [1, queue]
+            bucket = buckets.get(1)
+            if bucket is None:
+                buckets[1] = {host}
+            else:
+                bucket.add(host)
+            if self._ur_max == 0:
+                self._ur_max = 1
+            return
+        n = st[0]
+        bucket = buckets[n]
         n += 1
-        counts[host] = n
+        st[0] = n
         more = buckets.get(n)
-        if more is None:
-            buckets[n] = {host}
+        if len(bucket) == 1:  # (it held this host only: it moves up as it is)
+            del buckets[n - 1]
+            if more is None:
+                buckets[n] = bucket
+            else:
+                more.add(host)
         else:
-            more.add(host)
+            bucket.discard(host)
+            if more is None:
+                buckets[n] = {host}
+            else:
+                more.add(host)
         if n > self._ur_max:
             self._ur_max = n
+        queue = st[1]
         queue.append(s)
         if len(queue) > 2 * n + 16:  # mostly answered or gone: keep the live ones, in order
-            queue = self._ur_queue[host] = deque(x for x in queue if x.ur == UR_IN and x.alive)
-            if _untrack is not None:
-                _untrack(queue)
+            self._compact(st)
+
+    def _compact(self, st: list[Any]) -> None:
+        """Rebuild a host's queue with its live unreplied sessions, in order.  It runs when the
+        queue is at least twice the live count (plus a margin), so it costs O(1) per entry ever
+        added (``ur_work`` counts the entries it reads)."""
+        old = st[1]
+        self.ur_work += len(old)
+        queue = st[1] = deque(x for x in old if x.ur == UR_IN and x.alive)
+        if _untrack is not None:
+            _untrack(queue)
 
     def _ur_drop(self, host: int) -> None:
         """One unreplied session of ``host`` fewer (it got its reply or went)."""
-        counts, buckets = self._ur_count, self._ur_hosts
-        n = counts[host]
+        buckets = self._ur_hosts
+        st = self._ur[host]
+        n = st[0]
         bucket = buckets[n]
-        bucket.discard(host)
-        if not bucket:
+        if len(bucket) == 1:
             del buckets[n]
             if n == self._ur_max:
                 self._ur_max = n - 1
+        else:
+            bucket.discard(host)
         n -= 1
         if n:
-            counts[host] = n
+            st[0] = n
             fewer = buckets.get(n)
             if fewer is None:
                 buckets[n] = {host}
             else:
                 fewer.add(host)
+            if len(st[1]) > 4 * n + 64:  # (so answered and removed sessions never pile up)
+                self._compact(st)
         else:
-            del counts[host]
-            del self._ur_queue[host]
+            del self._ur[host]
 
     def replied(self, s: Session) -> None:
         """``s`` saw its first reply: it is no longer an eviction candidate (the caller changes
