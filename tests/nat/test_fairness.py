@@ -153,7 +153,7 @@ def test_the_default_per_host_share_is_a_quarter_of_the_table(config: str, share
 
 @pytest.mark.parametrize(("config", "flows"), [
     ("", 200_000),
-    ("nat session maximum 10000\nnat session restricted-per-private-ip 10000\n", 100_000),
+    ("nat session maximum 10000\nnat session restricted-per-private-ip 100000\n", 100_000),
 ], ids=["defaults", "no-share-eviction-only"])
 def test_the_flood_of_one_host_leaves_room_for_the_others(config: str, flows: int) -> None:
     """The acceptance scenario in the engine: 200,000 UDP flows from one host while another
