@@ -111,7 +111,8 @@ class LeanPath:
         self.c_state = (self.ingress, self.egress, self.mss, r.local_addrs, r.broadcasts, r._hops, r.hop,
                         self.tcp_first, self.udp, self.udp_dns, self.dns_ports, self._hops, self._hop,
                         t.out_flows, r._counters, r, U16, t.admit, t.mapping_for, t.new_id, t.add, Session,
-                        t.rng is None, "napt", "tcpudp", r.log_event, r.nat_globals)
+                        t.rng is None, "napt", "tcpudp", r.log_event, r.nat_globals,
+                        self.udp_ike, self.strict_rpf, self._slow_hops, self._slow_hop)
 
     def _hop(self, route: tuple[str, str], slow: bool = False) -> Any:
         """The shared Hop (flow.py) of a fast-path direction that takes ``route`` (Router.hop);
@@ -121,6 +122,10 @@ class LeanPath:
         h = r.intern_hop((oif, nh, r.mtu(oif), slow, None))
         (self._slow_hops if slow else self._hops)[route] = h
         return h
+
+    def _slow_hop(self, route: tuple[str, str]) -> Any:
+        """The shared slow Hop of ``route`` (a session's inbound hop until its first reply)."""
+        return self._hop(route, True)
 
     def first(self, interface: str, packet: bytes, now: float) -> list[Output] | None:
         """The outputs for ``packet`` when it is the first of a plain NAPT flow; else None
@@ -212,7 +217,7 @@ class LeanPath:
         s.o_ipd, s.o_l4d, s.i_ipd, s.i_l4d = ipd, l4d, _, _ = rewrite_deltas(src, out_addr, sport, oport, True)
         s.o_hop = self._hops.get(hop) or self._hop(hop)
         if ur == UR_IN:  # its first reply comes to the slow path (tcpudp.replied)
-            s.i_hop = self._slow_hops.get(in_hop) or self._hop(in_hop, True)
+            s.i_hop = self._slow_hops.get(in_hop) or self._slow_hop(in_hop)
         else:
             s.i_hop = self._hops.get(in_hop) or self._hop(in_hop)
         t.add(s, okey, KEY.pack(dst, out_addr, dport, oport))

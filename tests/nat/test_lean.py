@@ -203,19 +203,22 @@ def test_the_lean_path_stands_aside_for_filters_and_static_nat(extra: str) -> No
 
 
 def test_eviction_spoofing_and_flags_agree_with_the_full_path() -> None:
-    """A full table (the lean path steps aside, the full path evicts), spoofed sources and
-    impossible TCP flags: both routers give the same outputs, counters and sessions."""
-    lean, full = pair(CONFIGS["evict"])
+    """A full table (the lean paths step aside, the full path evicts), spoofed sources, NAT-T
+    and impossible TCP flags: the three routers give the same outputs, counters and sessions."""
+    routers = trio(CONFIGS["evict"])
     Spy.taken = 0
-    pkts = [raw(IP(src=f"192.168.0.{11 + i % 3}", dst="198.51.100.7") / UDP(sport=20000 + i, dport=9000) / b"q")
-            for i in range(12)]
+    pkts = [raw(IP(src="192.168.0.11", dst="198.51.100.7") / UDP(sport=4500, dport=4500) / b"n")]
+    pkts += [raw(IP(src=f"192.168.0.{11 + i % 3}", dst="198.51.100.7") / UDP(sport=20000 + i, dport=9000) / b"q")
+             for i in range(12)]
     pkts += [raw(IP(src="10.9.9.9", dst="198.51.100.7") / UDP(sport=1, dport=2)),
              raw(IP(src="192.168.0.11", dst="198.51.100.7") / TCP(sport=3, dport=4, flags="SF")),
              raw(IP(src="192.168.0.11", dst="198.51.100.7") / TCP(sport=3, dport=4, flags="FPU"))]
     for i, p in enumerate(pkts):
-        assert outputs(lean.handle("lan0", p, float(i))) == outputs(full.handle("lan0", p, float(i)))
+        outs = [outputs(r.handle("lan0", p, float(i))) for r in routers]
+        assert outs[0] == outs[1] == outs[2]
     assert Spy.taken == 5  # until the table is full
-    c = lean.counters()
-    assert c["nat_session_evicted"] == 7 and c["spoofed_source"] == 1 and c["tcp_invalid_flags"] == 2
-    assert state(lean, 20.0) == state(full, 20.0)
-    assert {r["timer"] for r in lean.sessions(20.0)} == {"udp-unreplied"}
+    c = routers[0].counters()
+    assert c["nat_session_evicted"] == 8 and c["spoofed_source"] == 1 and c["tcp_invalid_flags"] == 2
+    assert state(routers[0], 20.0) == state(routers[1], 20.0) == state(routers[2], 20.0)
+    timers = [r["timer"] for r in routers[0].sessions(20.0)]
+    assert timers.count("udp") == 1 and timers.count("udp-unreplied") == 4  # NAT-T: never evicted
