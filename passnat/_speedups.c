@@ -620,7 +620,7 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
         int d1 = PySet_Contains(dns, sp), d2 = PySet_Contains(dns, dp);
         if (d1 < 0 || d2 < 0)
             goto done;
-        int ike = !(d1 || d2) && (sport == 4500 || dport == 4500); /* NAT-T: the udp timer, never evicted */
+        int ike = sport == 4500 || dport == 4500; /* NAT-T: never evicted; the udp timer unless DNS's */
         if (ike)
             ur = 0;
         PyObject *cls = PyTuple_GET_ITEM(st, d1 || d2 ? L_UDP_DNS : ike ? L_UDP_IKE : L_UDP);

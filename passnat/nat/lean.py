@@ -200,11 +200,13 @@ class LeanPath:
         else:
             state = 0
             dns = self.dns_ports
+            nat_t = sport == NAT_T_PORT or dport == NAT_T_PORT
+            if nat_t:
+                ur = 0  # IKE: never evicted (tcpudp.awaits)
             if sport in dns or dport in dns:
                 klass, timeout = self.udp_dns
-            elif sport == NAT_T_PORT or dport == NAT_T_PORT:
+            elif nat_t:
                 klass, timeout = self.udp_ike
-                ur = 0
             else:
                 klass, timeout = self.udp
         oport = m.out_port

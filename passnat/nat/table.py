@@ -375,8 +375,28 @@ class SessionTable:
             self.changed.add(s)
         if _untrack is not None:
             _untrack(s)
-        if s.ur == UR_IN:
-            self._ur_add(s)
+        if s.ur == UR_IN:  # _ur_add, its common case inline (this runs for most new sessions)
+            st = self._ur.get(private)
+            if st is None:
+                self._ur_add(s)
+            else:
+                buckets = self._ur_hosts
+                n = st[0]
+                at_n = buckets[n]
+                n += 1
+                st[0] = n
+                if len(at_n) == 1 and n not in buckets:  # alone at its count: the set moves up with it
+                    del buckets[n - 1]
+                    buckets[n] = at_n
+                    if n > self._ur_max:
+                        self._ur_max = n
+                    waiting = st[1]
+                    waiting.append(s)
+                    if len(waiting) > 2 * n + 16:
+                        self._compact(st)
+                else:
+                    st[0] = n - 1
+                    self._ur_add(s)
         if okey is not None:
             self.out_flows[s.proto][okey] = s
             s.okey = okey
