@@ -47,11 +47,11 @@ static PyObject *int_0, *int_6, *int_17;
 static PyTypeObject *session_type;
 enum { S_LAST, S_IN_ADDR, S_IN_PORT, S_OUT_ADDR, S_OUT_PORT,
        S_O_IPD, S_O_L4D, S_O_HOP, S_I_IPD, S_I_L4D, S_I_HOP,
-       S_MAPPING, S_TCP_STATE, S_LAN_IF, S_NSLOTS };
+       S_MAPPING, S_TCP_STATE, S_LAN_IF, S_UR, S_NSLOTS };
 static const char *const slot_names[S_NSLOTS] = {
     "last", "in_addr", "in_port", "out_addr", "out_port",
     "o_ipd", "o_l4d", "o_hop", "i_ipd", "i_l4d", "i_hop",
-    "mapping", "tcp_state", "lan_if",
+    "mapping", "tcp_state", "lan_if", "ur",
 };
 static Py_ssize_t slot_off[S_NSLOTS];
 
@@ -190,8 +190,8 @@ find_flow(PyObject *ft, const unsigned char *p, Py_ssize_t n, struct rewrite *rw
     if (ttl <= 1 || (frag & 0x3FFF) || (Py_ssize_t)totlen != n || n > mtu)
         return NULL;
     if (proto == 6) {
-        if (n < 40 || (p[33] & 0x07))
-            return NULL;
+        if (n < 40 || (p[33] & 0x17) != 0x10)
+            return NULL; /* ACK without SYN/FIN/RST only: other flags are the slow path's */
     } else if (proto == 1) {
         if (!sum_ok(p + 20, n - 20))
             return NULL; /* the slow path drops and counts it (bad_l4_header) */
@@ -274,7 +274,21 @@ count_flow(PyObject *s, PyObject *hop, PyObject *now)
  */
 enum { L_INGRESS, L_EGRESS, L_MSS, L_LOCAL, L_BCAST, L_ROUTES, L_ROUTE, L_TCP_FIRST, L_UDP, L_UDP_DNS,
        L_DNS_PORTS, L_HOPS, L_MAKE_HOP, L_OUT_FLOWS, L_COUNTERS, L_ROUTER, L_U16, L_ADMIT, L_MAPPING_FOR,
-       L_NEW_ID, L_ADD, L_SESSION, L_KEEP, L_NAPT, L_TCPUDP, L_LOG_EVENT, L_NAT_GLOBALS, L_LEN };
+       L_NEW_ID, L_ADD, L_SESSION, L_KEEP, L_NAPT, L_TCPUDP, L_LOG_EVENT, L_NAT_GLOBALS,
+       L_UDP_IKE, L_STRICT_RPF, L_SLOW_HOPS, L_MAKE_SLOW_HOP, L_LEN };
+
+/* 1 when a TCP segment's flags are a combination some stack sends (packet/tcp.py VALID_FLAGS:
+ * Linux conntrack's set, PSH/ECE/CWR aside); the others are the slow path's to drop. */
+static inline int
+tcp_flags_valid(unsigned flags)
+{
+    switch (flags & 0x37) { /* FIN SYN RST ACK URG */
+    case 0x02: case 0x22: case 0x12: case 0x04: case 0x14: case 0x11: case 0x31: case 0x10: case 0x30:
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 static PyObject *str_slow_path_packets, *str_tcp_mss_clamped, *str_clock, *str_out_port, *str_no_port, *kw_keep;
 static PyObject *str_nat_no_free_port; /* Drop.NO_PORT */
@@ -441,6 +455,8 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
         if (n < 40 || (p[32] >> 4) < 5 || sport == 1723 || dport == 1723)
             return 0;
         flags = p[33];
+        if (!tcp_flags_valid(flags))
+            return 0; /* the full path drops and counts it (tcp_invalid_flags) */
     } else if (proto == 17) {
         if (sport == 500 || dport == 500)
             return 0;
@@ -552,6 +568,14 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
         result = 0;
         goto done;
     }
+    if (PyTuple_GET_ITEM(st, L_STRICT_RPF) == Py_True) {
+        /* the reverse-path check: the source routes back out of the interface it came in on */
+        r = PyObject_RichCompareBool(PyTuple_GET_ITEM(in_hop, 0), iface, Py_EQ);
+        if (r <= 0) {
+            result = r < 0 ? -1 : 0;
+            goto done;
+        }
+    }
     /* ---- committed: the same session the full path makes ---- */
     PyObject *u16 = PyTuple_GET_ITEM(st, L_U16);
     PyObject *sp = PyList_GET_ITEM(u16, sport), *dp = PyList_GET_ITEM(u16, dport);
@@ -585,6 +609,7 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
         goto done;
     }
     PyObject *tcp_state, *klass, *timeout;
+    int ur = 1; /* UR_IN: awaiting a reply from outside (evictable; the reply takes the slow path) */
     if (proto == 6) {
         PyObject *tf = PyList_GET_ITEM(PyTuple_GET_ITEM(st, L_TCP_FIRST), flags);
         tcp_state = PyTuple_GET_ITEM(tf, 0);
@@ -595,7 +620,10 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
         int d1 = PySet_Contains(dns, sp), d2 = PySet_Contains(dns, dp);
         if (d1 < 0 || d2 < 0)
             goto done;
-        PyObject *cls = PyTuple_GET_ITEM(st, d1 || d2 ? L_UDP_DNS : L_UDP);
+        int ike = sport == 4500 || dport == 4500; /* NAT-T: never evicted; the udp timer unless DNS's */
+        if (ike)
+            ur = 0;
+        PyObject *cls = PyTuple_GET_ITEM(st, d1 || d2 ? L_UDP_DNS : ike ? L_UDP_IKE : L_UDP);
         tcp_state = int_0;
         klass = PyTuple_GET_ITEM(cls, 0);
         timeout = PyTuple_GET_ITEM(cls, 1);
@@ -626,6 +654,7 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
     set_slot(s, S_MAPPING, m);
     set_slot(s, S_TCP_STATE, tcp_state);
     set_slot(s, S_LAN_IF, PyTuple_GET_ITEM(in_hop, 0));
+    set_slot(s, S_UR, ur ? int_1 : int_0);
     unsigned d[4];
     rewrite_deltas(src, (uint32_t)oaddr, sport, (unsigned)oport_v, d);
     set_slot(s, S_O_IPD, PyList_GET_ITEM(u16, d[0]));
@@ -634,11 +663,13 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
     set_slot(s, S_I_L4D, PyList_GET_ITEM(u16, d[3]));
     for (int k = 0; k < 2; k++) {
         PyObject *rt = k == 0 ? hop : in_hop;
-        PyObject *h = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_HOPS), rt);
+        int slow = k == 1 && ur; /* the inbound hop of a session awaiting its reply: the slow path */
+        PyObject *h = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, slow ? L_SLOW_HOPS : L_HOPS), rt);
         if (h != NULL) {
             Py_INCREF(h);
         } else {
-            if (PyErr_Occurred() || (h = PyObject_CallOneArg(PyTuple_GET_ITEM(st, L_MAKE_HOP), rt)) == NULL)
+            if (PyErr_Occurred()
+                || (h = PyObject_CallOneArg(PyTuple_GET_ITEM(st, slow ? L_MAKE_SLOW_HOP : L_MAKE_HOP), rt)) == NULL)
                 goto done;
         }
         set_slot(s, k == 0 ? S_O_HOP : S_I_HOP, h);

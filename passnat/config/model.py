@@ -224,6 +224,8 @@ class NatTimeouts:
     tcp_synonly: int | None = None
     tcp_established: int | None = None
     udp: int | None = None
+    #: [passnat] UDP until its first reply (None: 30 s, or the ``udp`` timer when that is set; router.py)
+    udp_unreplied: int | None = None
     icmp: int | None = None
     esp: int | None = None
     gre: int | None = None
@@ -240,11 +242,32 @@ DEFAULT_SESSION_MAXIMUM = 65536
 
 @dataclass(frozen=True, slots=True)
 class NatSessionLimits:
-    """``nat session restricted-per-ip|restricted-per-private-ip <1-4096>`` and ``maximum``."""
+    """``nat session restricted-per-ip|restricted-per-private-ip <n>`` and ``maximum``.
+
+    ``restricted_per_private_ip`` None (``system-default``) is passnat's default share:
+    a quarter of ``maximum`` (``private_ip_limit``); SEIL's default is no limit."""
 
     restricted_per_ip: int | None = None
     restricted_per_private_ip: int | None = None
     maximum: int = DEFAULT_SESSION_MAXIMUM
+
+    @property
+    def private_ip_limit(self) -> int:
+        """Sessions one private address may hold: the configured value, else a quarter of the table."""
+        if self.restricted_per_private_ip is not None:
+            return self.restricted_per_private_ip
+        return max(1, self.maximum // DEFAULT_PRIVATE_SHARE)
+
+
+#: the default per-host share is 1/4 of the session table (``nat session restricted-per-private-ip``)
+DEFAULT_PRIVATE_SHARE = 4
+
+
+class InboundRouting(Enum):
+    """``nat option inbound-routing``: what a NAT interface may send to inside addresses."""
+
+    NAT_ONLY = "nat-only"  # only through NAT state, SNAPT, static/dynamic NAT or a filter pass rule
+    PLAIN = "plain"  # plain routing (passnat before issue 13; SEIL without filters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +288,7 @@ class NatConfig:
     reflect: tuple[str, ...] = ()
     #: ``nat option reflect`` (passnat): every non-NAT interface (default) or only the listed ones
     reflect_mode: ReflectMode = ReflectMode.ALL
+    inbound_routing: InboundRouting = InboundRouting.NAT_ONLY
 
     def nat_interfaces(self) -> frozenset[str]:
         names: set[str] = set()
@@ -343,10 +367,20 @@ class RejectMode(Enum):
     OFF = "off"  # never: a silent drop everywhere
 
 
+class UnicastRpf(Enum):
+    """``option ip unicast-rpf``: the reverse-path check of packets' sources (RFC 3704)."""
+
+    STRICT = "strict"  # the source must route back out of the interface it came in on (passnat default)
+    LOOSE = "loose"  # the source must have a route (not a discard route), on any interface
+    NONE = "none"  # no check (SEIL's default)
+
+
 @dataclass(frozen=True, slots=True)
 class IpOptions:
-    """``option ip ...``.  passnat's requeueing default is on (RFC 4787 REQ-14)."""
+    """``option ip ...``.  passnat's requeueing default is on (RFC 4787 REQ-14), its
+    unicast-rpf default strict (BCP 38)."""
 
+    unicast_rpf: UnicastRpf = UnicastRpf.STRICT
     fragment_requeueing: bool = True
     fragment_requeueing_limit: int = 256
     fragment_requeueing_timeout: float = 5.0

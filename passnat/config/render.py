@@ -8,8 +8,9 @@ order.  Lines use SEIL's canonical keyword order, e.g.
 Invariant (tested): ``parse(render(c)) == c`` for every ``c`` the parser
 produces.  Defaults are omitted except where SEIL prints them anyway
 (``nat timeout``, ``nat logging``, a filter's ``protocol``, ``state``,
-``logging`` and ``enable``), and ``option ip fragment-requeueing``, which
-is always printed because passnat's default differs from SEIL's.
+``logging`` and ``enable``), and ``option ip fragment-requeueing`` and
+``option ip unicast-rpf``, which are always printed because passnat's
+defaults differ from SEIL's.
 passnat-only lines appear only when they differ from the default, so the
 text of a SEIL-compatible configuration stays SEIL-compatible.
 """
@@ -154,7 +155,7 @@ def _nat(nat: NatConfig) -> Iterator[str]:
 
 def _timeouts(timeouts: NatTimeouts) -> Iterator[str]:
     yield f"nat timeout {timeouts.default}"
-    for klass in ("tcp-synonly", "tcp-established", "udp", "icmp", "esp", "gre"):
+    for klass in ("tcp-synonly", "tcp-established", "udp", "udp-unreplied", "icmp", "esp", "gre"):
         seconds = getattr(timeouts, klass.replace("-", "_"))
         if seconds is not None:
             yield f"nat timeout protocol {klass} {seconds}"
@@ -199,6 +200,8 @@ def _nat_options(nat: NatConfig) -> Iterator[str]:
         yield f"nat option esp-pairing-window {round(nat.esp_pairing_window * 1000)}"
     if nat.reflect_mode is not ReflectMode.ALL:
         yield f"nat option reflect {nat.reflect_mode.value}"
+    if nat.inbound_routing is not _DEFAULT_NAT.inbound_routing:
+        yield f"nat option inbound-routing {nat.inbound_routing.value}"
 
 
 # ------------------------------------------------------------------- options
@@ -225,3 +228,4 @@ def _options(options: IpOptions) -> Iterator[str]:
         yield f"option ip fragment-requeueing-timeout {round(options.fragment_requeueing_timeout)}"
     if options.reject is not RejectMode.LAN:
         yield f"option ip reject {options.reject.value}"
+    yield f"option ip unicast-rpf {options.unicast_rpf.value}"  # always: passnat's default is not SEIL's

@@ -190,6 +190,9 @@ class Filter:
         self._verdicts: dict[tuple[Any, ...], tuple[bool, Decider]] = {}
         self._frag_pkt: Pkt | None = None
         self._frag_counters: list[Any] = []
+        #: whether the latest ``check`` passed the packet by a rule or a state (not by the
+        #: default): the router lets untranslated traffic from a NAT interface inside only so
+        self.passed_by_rule = False
 
     # ------------------------------------------------------------ decide
 
@@ -232,6 +235,7 @@ class Filter:
         point = (iface, inbound)
         now = pkt.now
         passes, d = self._decide(v, point, now, quote)
+        self.passed_by_rule = passes and d is not None
         if d is not None:
             d.count += 1
         if isinstance(d, State):

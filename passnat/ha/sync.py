@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from passnat.nat.handlers.common import restored_ur
 from passnat.nat.session import Session
 
 if TYPE_CHECKING:
@@ -439,6 +440,8 @@ class SyncState:
         timeout = float(d["timeout"])
         if timeout != s.timeout or d["klass"] != s.klass:
             router.table.set_timeout(s, timeout, d["klass"])
+            if s.ur and not restored_ur(s):
+                router.table.replied(s)  # answered on the master (its timer class says so): not evictable
             rebuild = getattr(handler, "rebuild", None)
             if rebuild is not None:
                 rebuild(s)

@@ -17,12 +17,17 @@ class Drop(Enum):
     BAD_HEADER = "bad_ip_header"
     BAD_CHECKSUM = "bad_ip_checksum"
     BAD_L4 = "bad_l4_header"
+    BAD_OPTIONS = "bad_ip_options"
+    SOURCE_ROUTE = "ip_source_route"
+    TCP_INVALID_FLAGS = "tcp_invalid_flags"
     UNKNOWN_INTERFACE = "unknown_interface"
     # forwarding
     TTL_EXCEEDED = "ttl_exceeded"
     NO_ROUTE = "no_route"
     DISCARD_ROUTE = "discard_route"
     MARTIAN = "martian_source"
+    SPOOFED = "spoofed_source"
+    INBOUND_UNTRANSLATED = "inbound_untranslated"
     LOCAL_UNSUPPORTED = "local_unsupported"
     FRAG_NEEDED = "fragmentation_needed"
     # NAT
@@ -64,11 +69,17 @@ EXPLAIN: dict[Drop, str] = {
     Drop.BAD_HEADER: "malformed IPv4 header (IHL or total length)",
     Drop.BAD_CHECKSUM: "IPv4 header checksum wrong",
     Drop.BAD_L4: "malformed TCP/UDP/ICMP header",
+    Drop.BAD_OPTIONS: "malformed IPv4 options (an option length that does not fit the header)",
+    Drop.SOURCE_ROUTE: "IPv4 loose or strict source route option (LSRR/SSRR, RFC 7126)",
+    Drop.TCP_INVALID_FLAGS: "TCP flag combination no stack sends (SYN+FIN, SYN+RST, no flags, FIN/PSH/URG without ACK, ...)",
     Drop.UNKNOWN_INTERFACE: "packet on an interface the configuration does not name",
     Drop.TTL_EXCEEDED: "TTL expired in transit (ICMP time exceeded sent)",
     Drop.NO_ROUTE: "no route to the destination (ICMP unreachable sent)",
     Drop.DISCARD_ROUTE: "destination matched a discard route",
     Drop.MARTIAN: "source address not allowed (own address, broadcast, 0.0.0.0 or loopback)",
+    Drop.SPOOFED: "source address fails the reverse-path check (option ip unicast-rpf): spoofed or misrouted",
+    Drop.INBOUND_UNTRANSLATED: "from a NAT interface to an inside address without NAT state, SNAPT, static/dynamic "
+                               "NAT or a filter pass rule (nat option inbound-routing)",
     Drop.LOCAL_UNSUPPORTED: "addressed to the router for a service it does not offer",
     Drop.FRAG_NEEDED: "larger than the egress MTU with DF set (ICMP fragmentation needed sent)",
     Drop.NO_SESSION: "inbound packet matches no NAT session (unsolicited)",

@@ -33,13 +33,14 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
+from passnat.config.model import UnicastRpf
 from passnat.nat import tcp_track
 from passnat.nat.actions import Output
 from passnat.nat.drops import Drop
 from passnat.nat.flow import U16, rewrite_deltas
-from passnat.nat.session import Session
+from passnat.nat.session import UR_IN, Session
 from passnat.nat.table import KEY
-from passnat.packet.tcp import clamp_mss
+from passnat.packet.tcp import VALID_FLAGS, VALID_FLAGS_MASK, clamp_mss
 
 if TYPE_CHECKING:
     from passnat.nat.router import Router
@@ -52,6 +53,7 @@ _H = struct.Struct("!H")
 SYN, ACK, FIN, RST = 0x02, 0x10, 0x01, 0x04
 PPTP_PORT = 1723
 IKE_PORT = 500  # UDP 500 sessions are watched by the ESP handler (tcpudp.slow_path)
+NAT_T_PORT = 4500  # IKE's other port: udp timer from the start, never evicted (Router.udp_first_class)
 _TCP_SYN_SENT = tcp_track.TcpState.SYN_SENT
 _TCP_ESTABLISHED = tcp_track.TcpState.ESTABLISHED
 
@@ -65,11 +67,13 @@ class LeanPath:
         self.egress: dict[str, tuple[int, int, int | None, list[tuple[int, int]]]] = {}
         self.mss: dict[str, int | None] = {}
         self._hops: dict[tuple[str, str], Any] = {}
+        self._slow_hops: dict[tuple[str, str], Any] = {}
         #: a first TCP segment's (state, timer class, timeout) by its flags; UDP's (class, timeout)
         self.tcp_first: list[tuple[Any, str, float]] = []
-        self.udp = self.udp_dns = ("udp", 0.0)
+        self.udp = self.udp_dns = self.udp_ike = ("udp", 0.0)
         self.dns_ports: frozenset[int] = frozenset()
         self.c_state: tuple[Any, ...] | None = None  # what _speedups.c lean reads (L_*)
+        self.strict_rpf = True
 
     def configure(self) -> None:
         """Which interfaces the lean path serves under the router's current configuration."""
@@ -77,6 +81,7 @@ class LeanPath:
         assert r.static is not None
         self._hops = {}
         self.c_state = None
+        self._slow_hops = {}
         if r.filter.active:
             self.ingress = frozenset()  # the filter runs per packet on the slow path
             self.egress = {}
@@ -90,8 +95,11 @@ class LeanPath:
             self.tcp_first.append((state, klass, r.timeout(klass)))
         from passnat.nat.router import DNS_PORTS  # (router.py imports this module)
         self.dns_ports = DNS_PORTS
-        self.udp = ("udp", r.timeout("udp"))
+        first = r.udp_first_class(0, 0)  # (a plain UDP flow's: udp-unreplied unless configured otherwise)
+        self.udp = (first, r.timeout(first))
+        self.udp_ike = ("udp", r.timeout("udp"))
         self.udp_dns = ("dns", r.timeout("dns"))
+        self.strict_rpf = r.rpf is UnicastRpf.STRICT
         self.egress = {}
         static_ifs = {itf for itf, _ in r.static.static_out} | set(r.static.dyn_private)
         for name in r.nat_ifaces:
@@ -103,14 +111,21 @@ class LeanPath:
         self.c_state = (self.ingress, self.egress, self.mss, r.local_addrs, r.broadcasts, r._hops, r.hop,
                         self.tcp_first, self.udp, self.udp_dns, self.dns_ports, self._hops, self._hop,
                         t.out_flows, r._counters, r, U16, t.admit, t.mapping_for, t.new_id, t.add, Session,
-                        t.rng is None, "napt", "tcpudp", r.log_event, r.nat_globals)
+                        t.rng is None, "napt", "tcpudp", r.log_event, r.nat_globals,
+                        self.udp_ike, self.strict_rpf, self._slow_hops, self._slow_hop)
 
-    def _hop(self, route: tuple[str, str]) -> Any:
-        """The shared Hop (flow.py) of a fast-path direction that takes ``route`` (Router.hop)."""
+    def _hop(self, route: tuple[str, str], slow: bool = False) -> Any:
+        """The shared Hop (flow.py) of a fast-path direction that takes ``route`` (Router.hop);
+        ``slow``: its packets go to the slow path (the inbound hop of a session awaiting its reply)."""
         r = self.router
         oif, nh = route
-        h = self._hops[route] = r.intern_hop((oif, nh, r.mtu(oif), False, None))
+        h = r.intern_hop((oif, nh, r.mtu(oif), slow, None))
+        (self._slow_hops if slow else self._hops)[route] = h
         return h
+
+    def _slow_hop(self, route: tuple[str, str]) -> Any:
+        """The shared slow Hop of ``route`` (a session's inbound hop until its first reply)."""
+        return self._hop(route, True)
 
     def first(self, interface: str, packet: bytes, now: float) -> list[Output] | None:
         """The outputs for ``packet`` when it is the first of a plain NAPT flow; else None
@@ -125,6 +140,8 @@ class LeanPath:
             if n < 40 or packet[32] >> 4 < 5 or sport == PPTP_PORT or dport == PPTP_PORT:
                 return None
             flags = packet[33]
+            if not VALID_FLAGS[flags & VALID_FLAGS_MASK]:
+                return None  # the full path drops and counts it (tcp_invalid_flags)
         elif proto == 17:
             if sport == IKE_PORT or dport == IKE_PORT:
                 return None
@@ -163,8 +180,8 @@ class LeanPath:
         if okey in flows or t.admit(src, src) is not None:
             return None
         in_hop = r.hop(src)
-        if in_hop is None:
-            return None
+        if in_hop is None or (in_hop[0] != interface and self.strict_rpf):
+            return None  # the reverse-path check (or no route back): the full path decides
         # ---- committed: the same session the full path makes ---------------------------
         sport, dport = U16[sport], U16[dport]
         m = t.mapping_for(proto, oif, src, sport, out_addr, *(_LOW if sport < 1024 else _HIGH),
@@ -177,22 +194,34 @@ class LeanPath:
             if now > r._clock:
                 r._clock = now
             return []
+        ur = UR_IN  # awaiting a reply: evictable, the reply comes to the slow path (tcpudp.awaits)
         if proto == 6:
             state, klass, timeout = self.tcp_first[flags]
         else:
             state = 0
             dns = self.dns_ports
-            klass, timeout = self.udp_dns if sport in dns or dport in dns else self.udp
+            nat_t = sport == NAT_T_PORT or dport == NAT_T_PORT
+            if nat_t:
+                ur = 0  # IKE: never evicted (tcpudp.awaits)
+            if sport in dns or dport in dns:
+                klass, timeout = self.udp_dns
+            elif nat_t:
+                klass, timeout = self.udp_ike
+            else:
+                klass, timeout = self.udp
         oport = m.out_port
         s = Session(t.new_id(), proto, "napt", oif, src, sport, out_addr, oport, dst, dport, now,
                     timeout, klass, src, "tcpudp")
         s.mapping = m
         s.tcp_state = state
+        s.ur = ur
         s.lan_if = in_hop[0]
         s.o_ipd, s.o_l4d, s.i_ipd, s.i_l4d = ipd, l4d, _, _ = rewrite_deltas(src, out_addr, sport, oport, True)
-        hops = self._hops
-        s.o_hop = hops.get(hop) or self._hop(hop)
-        s.i_hop = hops.get(in_hop) or self._hop(in_hop)
+        s.o_hop = self._hops.get(hop) or self._hop(hop)
+        if ur == UR_IN:  # its first reply comes to the slow path (tcpudp.replied)
+            s.i_hop = self._slow_hops.get(in_hop) or self._slow_hop(in_hop)
+        else:
+            s.i_hop = self._hops.get(in_hop) or self._hop(in_hop)
         t.add(s, okey, KEY.pack(dst, out_addr, dport, oport))
         # ---- the packet: the fast path's rewrite, then MSS clamping (Router._emit) ----
         b = bytearray(packet)

@@ -9,7 +9,7 @@ Pipeline of one packet (the fast path is the first step; everything else is
 the slow path):
 
   1. fast path: an IPv4 packet without options or fragmentation, TCP without
-     SYN/FIN/RST or UDP, whose 12-byte (addresses, ports) key is in the
+     SYN/FIN/RST (with ACK) or UDP, whose 12-byte (addresses, ports) key is in the
      ingress interface's flow table: one dict lookup, then the flow's
      precomputed rewrite in place with incremental checksums (RFC 1624).
   2. validate the IPv4 header (drop with a reason; never raise).
@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from passnat.config.model import Config, PortAssignment, ReflectMode, RejectMode
+from passnat.config.model import Config, InboundRouting, PortAssignment, ReflectMode, RejectMode, UnicastRpf
 from passnat.filter.engine import Filter
 from passnat.nat.actions import Addr, Output
 from passnat.nat.diagnose import Finding, VpnEvents, diagnose
@@ -59,10 +59,11 @@ from passnat.packet.ipv4 import (
     PROTO_TCP,
     PROTO_UDP,
     HeaderError,
+    check_options,
     ntoa,
     parse,
 )
-from passnat.packet.tcp import RST, SYN, build_rst, clamp_mss
+from passnat.packet.tcp import RST, SYN, VALID_FLAGS, VALID_FLAGS_MASK, build_rst, clamp_mss
 from passnat.speedups import built as speedups_built
 from passnat.speedups import module as speedups_module
 
@@ -83,6 +84,10 @@ _TTL_CS_SRC = struct.Struct("!BBHI")
 SHORT_TIMEOUT = 10.0
 DNS_TIMEOUT = 15.0
 DNS_PORTS = frozenset((53, 123))
+#: UDP until its first reply, unless configured (conntrack: 30 s unreplied, 120 s assured)
+UDP_UNREPLIED_TIMEOUT = 30.0
+#: IKE's ports: their UDP sessions are never evicted and keep the udp timer from the start
+IKE_PORTS = frozenset((500, 4500))
 
 #: ICMP errors the router itself sends: token bucket (per second, burst)
 ICMP_RATE = 200.0
@@ -107,7 +112,7 @@ class Router:
         self._counters: Counter[str] = Counter()
         self.table = SessionTable(maximum=config.nat.session.maximum,
                                   per_ip=config.nat.session.restricted_per_ip,
-                                  per_private_ip=config.nat.session.restricted_per_private_ip)
+                                  per_private_ip=config.nat.session.private_ip_limit)
         self.table.on_remove = self._on_remove
         self.table.on_deadline = self.wake
         self.registry = Registry()
@@ -165,7 +170,7 @@ class Router:
         t = self.table
         t.maximum = nat.session.maximum
         t.per_ip = nat.session.restricted_per_ip
-        t.per_private_ip = nat.session.restricted_per_private_ip
+        t.per_private_ip = nat.session.private_ip_limit
         t.rng = self.rng if nat.port_assignment is PortAssignment.RANDOM else None
         t.set_reserved(reserved)
         # addresses the router answers for (ping, ARP) and the NAT's global addresses
@@ -178,6 +183,9 @@ class Router:
             for a in addrs:
                 self.nat_globals.setdefault(a, name)
         self.broadcasts = frozenset(b for itf in self.ifaces.values() for b in itf.broadcasts())
+        #: reverse-path check (R28): strict / loose / none; NAT interface -> inside routing limited
+        self.rpf = config.options.unicast_rpf
+        self.inbound_nat_only = nat.inbound_routing is InboundRouting.NAT_ONLY
         self.filter = Filter(self, config, getattr(self, "filter", None))
         self._apply_answers(config)
         self._build_fast_tables()
@@ -263,7 +271,7 @@ class Router:
                     hop = s.o_hop if out else s.i_hop
                     if (not hop[H_SLOW] and packet[8] > 1 and not (packet[6] & 63 or packet[7])
                             and n == (packet[2] << 8 | packet[3]) and n <= hop[H_MTU]
-                            and (proto == 17 or (proto == 6 and n >= 40 and not packet[33] & 7)
+                            and (proto == 17 or (proto == 6 and n >= 40 and packet[33] & 0x17 == 0x10)
                                  or (proto == 1 and _icmp_sum_ok(packet, n)))
                             and not int.from_bytes(packet[:20], "big") % 0xFFFF):  # header checksum right
                         # ---- fast path: established TCP / UDP flow, ICMP echo (_speedups.c find_flow) --
@@ -458,13 +466,28 @@ class Router:
                 value = SHORT_TIMEOUT
             elif klass == "dns":
                 value = DNS_TIMEOUT
+            elif klass == "udp-unreplied":  # never longer than the timer a reply gives
+                udp = self.timeout("udp")
+                mine, theirs = self.timeouts.udp_unreplied, self.timeouts.udp
+                value = min(float(mine), udp) if mine is not None else udp if theirs is not None \
+                    else min(UDP_UNREPLIED_TIMEOUT, udp)
             else:
                 value = float(self.timeouts.get(klass))
             self._timeout_cache[klass] = value
         return value
 
     def udp_class(self, port_a: int, port_b: int) -> str:
+        """The timer class of a UDP session with these ports once it has seen a reply."""
         return "dns" if port_a in DNS_PORTS or port_b in DNS_PORTS else "udp"
+
+    def udp_first_class(self, port_a: int, port_b: int) -> str:
+        """The timer class of a new UDP session: ``udp-unreplied`` until its first reply when
+        that timer is the shorter (not for DNS/NTP's own timer, nor for IKE)."""
+        klass = self.udp_class(port_a, port_b)
+        if (klass == "udp" and port_a not in IKE_PORTS and port_b not in IKE_PORTS
+                and self.timeout("udp-unreplied") < self.timeout("udp")):
+            return "udp-unreplied"
+        return klass
 
     def hop(self, addr: int) -> tuple[str, str] | None:
         """(interface, next hop) towards ``addr``, or None (cached; rebuilt with the routes)."""
@@ -528,6 +551,14 @@ class Router:
         src = ip.src
         if src == 0 or src >> 24 == 127 or src >> 28 >= 0xE or src in self.local_addrs or src in self.broadcasts:
             return self._drop(Drop.MARTIAN)
+        if self.rpf is not UnicastRpf.NONE:
+            back = self.hop(src)
+            if back is None or (back[0] != interface and self.rpf is UnicastRpf.STRICT):
+                return self._drop(Drop.SPOOFED)
+        if ip.ihl > 20:
+            reason = check_options(packet, ip.ihl)
+            if reason is not None:
+                return self._drop(reason)
         orig = packet if len(packet) == ip.length else packet[:ip.length]  # link padding cut
         pkt = Pkt(bytearray(orig), ip, interface, now, orig)
         if ip.frag & 0x1FFF:
@@ -556,9 +587,11 @@ class Router:
             if avail < 20:
                 return None if first_frag_only and avail >= 4 else Drop.BAD_L4
             pkt.sport, pkt.dport = struct.unpack_from("!HH", buf, l4)
-            pkt.flags = buf[l4 + 13]
+            pkt.flags = flags = buf[l4 + 13]
             if (buf[l4 + 12] >> 4) * 4 < 20:
                 return Drop.BAD_L4
+            if not VALID_FLAGS[flags & VALID_FLAGS_MASK]:
+                return Drop.TCP_INVALID_FLAGS  # never a session (and never forwarded)
         elif proto == PROTO_UDP:
             if avail < 8:
                 return Drop.BAD_L4
@@ -596,12 +629,14 @@ class Router:
                 return reflected
         if not self._filter(pkt, pkt.iface, inbound=True):
             return self._drop(Drop.FILTER_BLOCK, pkt)
+        by_rule = self.filter.passed_by_rule
         if fwd is None:
             if ip.dst in self.local_addrs or ip.dst in self.nat_globals:
                 return self._local(pkt)
             if ip.dst in self.broadcasts or ip.dst == 0xFFFFFFFF or ip.dst >> 28 == 0xE:
                 return self._drop(Drop.LOCAL_UNSUPPORTED)
         # route
+        out_decided = False
         if fwd is not None and fwd.oif is not None:
             oif, nh = fwd.oif, fwd.nh or Addr(ntoa(ip.dst))
         else:
@@ -613,11 +648,20 @@ class Router:
             if hop is DISCARD:
                 return self._drop(Drop.DISCARD_ROUTE, pkt)
             oif, nh = hop[0], Addr(ntoa(hop[1]))
+            if (fwd is None and self.inbound_nat_only and not by_rule and pkt.iface in self.nat_ifaces
+                    and oif not in self.nat_ifaces):
+                # NAT interface -> inside without NAT (R28): only a filter pass rule (or its state),
+                # at the `in` point or the `out` one, lets it through
+                if not self._filter(pkt, oif, inbound=False):
+                    return self._drop(Drop.FILTER_BLOCK, pkt)
+                if not self.filter.passed_by_rule:
+                    return self._drop(Drop.INBOUND_UNTRANSLATED, pkt)
+                out_decided = True
         if ip.ttl <= 1:
             out = self._icmp_error(pkt, icmpmod.TIME_EXCEEDED, 0)
             self._drop(Drop.TTL_EXCEEDED, pkt)
             return out
-        if not self._filter(pkt, oif, inbound=False):
+        if not out_decided and not self._filter(pkt, oif, inbound=False):
             return self._drop(Drop.FILTER_BLOCK, pkt)
         if fwd is None and oif in self.nat_ifaces and pkt.iface != oif:
             verdict = self._nat_outbound(pkt, oif, nh)

@@ -43,8 +43,13 @@ class Mapping:
         self.refs = 0
 
 
+#: ``Session.ur`` values: the direction a session's first reply will come from
+UR_IN = 1
+UR_OUT = 2
+
+
 class Session:
-    """One session: about 500 bytes with its two index entries (docs/engine.md, ``make bench``).
+    """One session: about 600 bytes with its two index entries (docs/engine.md, ``make bench``).
 
     Every slot costs 8 bytes per session: keep values shared (ports and deltas
     from ``flow.U16``, hops interned, timer classes and names as shared strings).
@@ -54,7 +59,7 @@ class Session:
         "id", "proto", "kind", "nat_if", "in_addr", "in_port", "out_addr", "out_port",
         "rem_addr", "rem_port", "created", "last", "timeout", "klass", "tcp_state", "fins",
         "origin", "handler", "info", "mapping", "okey", "ikey", "lan_if",
-        "filter_state", "alive", "hd",
+        "filter_state", "alive", "hd", "ur",
         # the fast-path rewrites (flow.py): header and L4 checksum deltas, and the Hop, per direction
         "o_ipd", "o_l4d", "o_hop", "i_ipd", "i_l4d", "i_hop",
     )
@@ -89,6 +94,9 @@ class Session:
         self.filter_state: Any = None
         self.alive = True
         self.hd: float = 0.0  # when its primary expiry entry in the table fires (table.py)
+        #: awaiting its first reply: 0 no (or not tracked), UR_IN a reply from outside (an evictable
+        #: NAPT session, in its host's queue: table.py), UR_OUT a reply from the inside server (SNAPT)
+        self.ur = 0
         self.o_ipd = self.o_l4d = self.i_ipd = self.i_l4d = 0
         self.o_hop: tuple[Any, ...] | None = None  # no fast path until flow.set_rewrites
         self.i_hop: tuple[Any, ...] | None = None

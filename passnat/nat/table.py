@@ -39,8 +39,22 @@ the table turned over a quarter of its sessions.  The index dicts are tracked fr
 
 Limits (R18): a global maximum, ``restricted-per-ip`` (sessions created by
 packets from one source address, either side) and ``restricted-per-private-ip``
-(sessions involving one private address).  Reaching one drops the packet; the
-router counts and logs "nat session is full".
+(sessions involving one private address; by default a quarter of the table).
+Reaching one drops the packet; the router counts and logs "nat session is full".
+
+Fairness (R29, issue 13): a full table makes room by evicting the oldest
+session that never saw a reply of the inside host holding the most such
+sessions (``make_room``).  Only plain NAPT sessions (TCP, UDP other than IKE,
+ICMP queries) waiting for their first reply (``Session.ur == UR_IN``) are
+candidates; a session with two-way traffic, SNAPT, static or dynamic NAT, ESP,
+GRE, PPTP and IKE never are.  Each inside host has a FIFO (a deque) of its
+unreplied sessions and a count of the live ones; hosts sit in buckets by that
+count, with the largest count kept, so finding the victim is O(1).  A session
+that gets its reply or goes leaves its entry in the deque (skipped when met:
+``ur`` tells); a deque grown past twice its live count plus a little when a
+session is added, or four times when one leaves, is rebuilt, so every operation
+is O(1) amortised and a deque never holds more than about four times its host's
+unreplied sessions; a host without any loses its deque.
 """
 from __future__ import annotations
 
@@ -48,11 +62,13 @@ import heapq
 import math
 import random
 import struct
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from passnat.nat.drops import Drop
 from passnat.nat.ports import IdPool
-from passnat.nat.session import Mapping, Session
+from passnat.nat.session import UR_IN, Mapping, Session
 from passnat.speedups import module as _speedups_module
 
 _untrack = getattr(_speedups_module(), "untrack", None)
@@ -113,6 +129,12 @@ class SessionTable:
         #: sessions whose saved state changed since the HA sync last looked (passnat/ha): None
         #: unless a sync peer wants them; a set add per change (made, removed, timer class)
         self.changed: set[Session] | None = None
+        # unreplied NAPT sessions per inside host (fairness: make_room)
+        self._ur: dict[int, list[Any]] = tracked_dict()  # host -> [live count, deque: oldest first]
+        self._ur_hosts: dict[int, set[int]] = {}  # count -> the hosts with that many
+        self._ur_max = 0  # the largest count
+        self.ur_work = 0  # queue entries read by make_room and compaction (tests: O(1) amortised)
+        self.evicted_total = 0
 
     def touched(self, s: Session) -> None:
         """Note that ``s``'s saved state changed (handlers: ESP SPIs, PPTP calls)."""
@@ -156,6 +178,117 @@ class SessionTable:
         if self.per_private_ip is not None and self.count_private.get(private, 0) >= self.per_private_ip:
             return Drop.SESSION_LIMIT_PRIVATE_IP
         return None
+
+    def make_room(self, origin: int, private: int) -> Session | None:
+        """When the table is full and the per-address limits would admit a session for these
+        addresses: evict the oldest unreplied session of the host holding the most, and return it
+        (None: nothing evicted)."""
+        if self._n < self.maximum or self._ur_max == 0:
+            return None
+        if self.per_ip is not None and self.count_src.get(origin, 0) >= self.per_ip:
+            return None
+        if self.per_private_ip is not None and self.count_private.get(private, 0) >= self.per_private_ip:
+            return None
+        hosts = self._ur_hosts[self._ur_max]
+        host = hosts.pop()  # (set.pop resumes where it left off: O(1) amortised)
+        hosts.add(host)
+        queue: deque[Session] = self._ur[host][1]
+        while True:
+            s = queue.popleft()
+            self.ur_work += 1
+            if s.ur == UR_IN and s.alive:
+                break
+        self.remove(s)
+        self.evicted_total += 1
+        return s
+
+    def unreplied(self, host: int) -> int:
+        """Live unreplied NAPT sessions of inside ``host`` (the eviction candidates)."""
+        st = self._ur.get(host)
+        return 0 if st is None else int(st[0])
+
+    def _ur_add(self, s: Session) -> None:
+        host = s.in_addr
+        buckets = self._ur_hosts
+        st = self._ur.get(host)
+        if st is None:
+            queue: deque[Session] = deque((s,))
+            if _untrack is not None:
+                _untrack(queue)  # (untracked sessions only: no cycle through it)
+            self._ur[host] = [1, queue]
+            bucket = buckets.get(1)
+            if bucket is None:
+                buckets[1] = {host}
+            else:
+                bucket.add(host)
+            if self._ur_max == 0:
+                self._ur_max = 1
+            return
+        n = st[0]
+        bucket = buckets[n]
+        n += 1
+        st[0] = n
+        more = buckets.get(n)
+        if len(bucket) == 1:  # (it held this host only: it moves up as it is)
+            del buckets[n - 1]
+            if more is None:
+                buckets[n] = bucket
+            else:
+                more.add(host)
+        else:
+            bucket.discard(host)
+            if more is None:
+                buckets[n] = {host}
+            else:
+                more.add(host)
+        if n > self._ur_max:
+            self._ur_max = n
+        queue = st[1]
+        queue.append(s)
+        if len(queue) > 2 * n + 16:  # mostly answered or gone: keep the live ones, in order
+            self._compact(st)
+
+    def _compact(self, st: list[Any]) -> None:
+        """Rebuild a host's queue with its live unreplied sessions, in order.  It runs when the
+        queue is at least twice the live count (plus a margin), so it costs O(1) per entry ever
+        added (``ur_work`` counts the entries it reads)."""
+        old = st[1]
+        self.ur_work += len(old)
+        queue = st[1] = deque(x for x in old if x.ur == UR_IN and x.alive)
+        if _untrack is not None:
+            _untrack(queue)
+
+    def _ur_drop(self, host: int) -> None:
+        """One unreplied session of ``host`` fewer (it got its reply or went)."""
+        buckets = self._ur_hosts
+        st = self._ur[host]
+        n = st[0]
+        bucket = buckets[n]
+        if len(bucket) == 1:
+            del buckets[n]
+            if n == self._ur_max:
+                self._ur_max = n - 1
+        else:
+            bucket.discard(host)
+        n -= 1
+        if n:
+            st[0] = n
+            fewer = buckets.get(n)
+            if fewer is None:
+                buckets[n] = {host}
+            else:
+                fewer.add(host)
+            if len(st[1]) > 4 * n + 64:  # (so answered and removed sessions never pile up)
+                self._compact(st)
+        else:
+            del self._ur[host]
+
+    def replied(self, s: Session) -> None:
+        """``s`` saw its first reply: it is no longer an eviction candidate (the caller changes
+        its timer and flows)."""
+        if s.ur == UR_IN and s.alive:
+            self._ur_drop(s.in_addr)
+        s.ur = 0
 
     def new_id(self) -> int:
         i = self._next_id
@@ -242,6 +375,28 @@ class SessionTable:
             self.changed.add(s)
         if _untrack is not None:
             _untrack(s)
+        if s.ur == UR_IN:  # _ur_add, its common case inline (this runs for most new sessions)
+            st = self._ur.get(private)
+            if st is None:
+                self._ur_add(s)
+            else:
+                buckets = self._ur_hosts
+                n = st[0]
+                at_n = buckets[n]
+                n += 1
+                st[0] = n
+                if len(at_n) == 1 and n not in buckets:  # alone at its count: the set moves up with it
+                    del buckets[n - 1]
+                    buckets[n] = at_n
+                    if n > self._ur_max:
+                        self._ur_max = n
+                    waiting = st[1]
+                    waiting.append(s)
+                    if len(waiting) > 2 * n + 16:
+                        self._compact(st)
+                else:
+                    st[0] = n - 1
+                    self._ur_add(s)
         if okey is not None:
             self.out_flows[s.proto][okey] = s
             s.okey = okey
@@ -342,6 +497,8 @@ class SessionTable:
             self._drop_mapping_ref(s.mapping)
         if self.changed is not None:
             self.changed.add(s)
+        if s.ur == UR_IN:
+            self._ur_drop(s.in_addr)
         self.on_remove(s)
 
     def clear(self) -> int:

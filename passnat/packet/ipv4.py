@@ -111,6 +111,38 @@ def parse(buf: bytes | bytearray, *, verify_checksum: bool = True) -> IPv4:
     return IPv4(ihl, tos, length, ident, frag, ttl, proto, src, dst)
 
 
+#: IPv4 options (RFC 791): end of list, no-operation, loose and strict source route
+OPT_EOL, OPT_NOP, OPT_LSRR, OPT_SSRR = 0, 1, 131, 137
+
+
+def check_options(buf: bytes | bytearray, ihl: int) -> Drop | None:
+    """Why the options of the IPv4 header in ``buf`` (``ihl`` bytes) make it undeliverable, or None.
+
+    LSRR and SSRR are dropped (RFC 7126 sections 4.3/4.4: source routing lets a sender steer
+    packets around filters); an option whose length byte is missing, below 2 or past the end
+    of the header is malformed (the Linux stack drops those too); every other option passes
+    unchanged (a router need not act on record-route or timestamp options).  Nothing is read past ``ihl``."""
+    from passnat.nat.drops import Drop
+
+    i = 20
+    while i < ihl:
+        kind = buf[i]
+        if kind == OPT_EOL:
+            return None
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= ihl:
+            return Drop.BAD_OPTIONS
+        length = buf[i + 1]
+        if length < 2 or i + length > ihl:
+            return Drop.BAD_OPTIONS
+        if kind in (OPT_LSRR, OPT_SSRR):
+            return Drop.SOURCE_ROUTE
+        i += length
+    return None
+
+
 def set_header_checksum(buf: bytearray, ihl: int = 20, start: int = 0) -> None:
     """Recompute the header checksum of the IPv4 header at ``start``."""
     buf[start + 10:start + 12] = b"\x00\x00"

@@ -18,7 +18,16 @@ from passnat.packet.checksum import (
 )
 from passnat.packet.ipv4 import PROTO_TCP, build_header
 
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+#: The flag combinations a TCP stack sends, PSH, ECE and CWR aside (the set Linux conntrack
+#: accepts): SYN, SYN+URG, SYN+ACK, RST, RST+ACK, FIN+ACK, FIN+ACK+URG, ACK, ACK+URG.  Anything
+#: else -- SYN+FIN, SYN+RST, no flags, FIN/PSH/URG without ACK ("Xmas"), a bare FIN -- is a scan
+#: or garbage: ``VALID_FLAGS[flags & VALID_FLAGS_MASK]`` is False for it (issue 13, R28).
+VALID_FLAGS_MASK = FIN | SYN | RST | ACK | URG
+VALID_FLAGS: tuple[bool, ...] = tuple(
+    f in (SYN, SYN | URG, SYN | ACK, RST, RST | ACK, FIN | ACK, FIN | ACK | URG, ACK, ACK | URG)
+    for f in range(VALID_FLAGS_MASK + 1))
 
 OPT_END, OPT_NOP, OPT_MSS = 0, 1, 2
 

@@ -6,6 +6,7 @@ compares those counters with the previous check and logs **one line** for
 each kind of event that happened -- not one per packet:
 
   session-full     new sessions refused: ``nat session maximum`` or a per-IP limit reached
+  session-evicted  the table was full: unreplied sessions evicted for new ones (table.py make_room)
   pool-exhausted   no free NAPT port, no free ``nat dynamic`` address, no free PPTP Call ID
   ah               IPsec AH seen (it cannot pass NAT)
   esp-contention   several inside hosts contend for one server's ESP (first-come mode), or
@@ -42,6 +43,10 @@ KINDS: tuple[EventKind, ...] = (
               lambda d, ctx: (f"nat session table full: {sum(d.values())} new session(s) refused ({_counts(d)}; "
                               f"{ctx.get('sessions')} of maximum {ctx.get('maximum')} in use); "
                               "raise `nat session maximum` or the restricted-per-ip limits")),
+    EventKind("session-evicted", ("nat_session_evicted",), logging.WARNING,
+              lambda d, ctx: (f"nat session table full: {sum(d.values())} unreplied session(s) evicted to make room "
+                              f"({_counts(d)}; {ctx.get('sessions')} of maximum {ctx.get('maximum')} in use); "
+                              "`passnat show status nat` shows the host holding the most")),
     EventKind("pool-exhausted", ("nat_no_free_port", "nat_dynamic_pool_exhausted", "pptp_no_free_call_id"),
               logging.WARNING,
               lambda d, ctx: (f"address/port pool exhausted: {sum(d.values())} packet(s) dropped ({_counts(d)}); "

@@ -66,4 +66,5 @@ def test_seil_factory_default_renders_as_seil_prints_it() -> None:
         "nat napt add private 192.168.0.0-192.168.255.255 interface pppoe0\n"
         "nat option port-assignment random\n"
         "option ip fragment-requeueing on\n"
+        "option ip unicast-rpf strict\n"
     )

@@ -261,6 +261,26 @@ def test_nat_reflect() -> None:
                                "translated inbound, never reflected (name the inside interface)",)
 
 
+def test_issue_13_defaults_and_settings() -> None:
+    from passnat.config.model import InboundRouting, UnicastRpf
+    default = parse("")
+    assert default.options.unicast_rpf is UnicastRpf.STRICT
+    assert default.nat.inbound_routing is InboundRouting.NAT_ONLY
+    assert default.nat.session.restricted_per_private_ip is None
+    assert default.nat.session.private_ip_limit == 16384  # a quarter of 65536
+    assert default.nat.timeouts.udp_unreplied is None
+    c = parse("option ip unicast-rpf none\nnat option inbound-routing plain\n"
+              "nat session restricted-per-private-ip 100000\nnat timeout protocol udp-unreplied 1m\n")
+    assert c.options.unicast_rpf is UnicastRpf.NONE and c.nat.inbound_routing is InboundRouting.PLAIN
+    assert c.nat.session.private_ip_limit == 100000 and c.nat.timeouts.udp_unreplied == 60
+    c = parse("option ip unicast-rpf loose\noption ip unicast-rpf system-default\n"
+              "nat option inbound-routing plain\nnat option inbound-routing system-default\n"
+              "nat session maximum 400\nnat session restricted-per-private-ip 7\n"
+              "nat session restricted-per-private-ip system-default\n")
+    assert c.options.unicast_rpf is UnicastRpf.STRICT and c.nat.inbound_routing is InboundRouting.NAT_ONLY
+    assert c.nat.session.private_ip_limit == 100
+
+
 def test_nat_options() -> None:
     nat = parse(
         "nat option port-assignment random\n"

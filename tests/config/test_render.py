@@ -12,7 +12,7 @@ from passnat.config.render import quote, render
 from tests.config.helpers import DATA, parse_one
 
 #: the lines every rendering ends with when nothing else is set
-TRAILER = ["nat timeout 900", "nat logging off", "option ip fragment-requeueing on"]
+TRAILER = ["nat timeout 900", "nat logging off", "option ip fragment-requeueing on", "option ip unicast-rpf strict"]
 
 
 def body(config: Config) -> list[str]:
@@ -79,7 +79,7 @@ def test_sections_come_in_show_config_order() -> None:
         "hostname h\n"
     )
     assert [line.split()[0] for line in render(config).splitlines()] == [
-        "hostname", "interface", "route", "filter", "nat", "nat", "nat", "option",
+        "hostname", "interface", "route", "filter", "nat", "nat", "nat", "option", "option",
     ]
 
 
@@ -118,6 +118,7 @@ filter default block
 nat timeout 1800
 nat timeout protocol tcp-synonly 30
 nat timeout protocol udp 300
+nat timeout protocol udp-unreplied 20
 nat timeout protocol esp 2h
 nat timeout protocol gre 7200
 nat timeout dynamic 600
@@ -133,11 +134,13 @@ nat static add 192.168.0.20 198.51.100.20 interface pppoe0
 nat dynamic add global 198.51.100.30-40 interface pppoe0
 nat dynamic add private 192.168.1.0/24 interface pppoe0
 nat session restricted-per-ip 512
-nat session restricted-per-private-ip 1024
+nat session restricted-per-private-ip 8000
 nat session maximum 20000
 nat option port-assignment random
 nat option esp-passthrough first-come
 nat option esp-pairing-window 1500
+nat option inbound-routing plain
+option ip unicast-rpf loose
 option ip fragment-requeueing off
 option ip fragment-requeueing-limit 64
 option ip fragment-requeueing-timeout 10
@@ -225,13 +228,15 @@ LINES = st.one_of(
     _line("nat static add {} {} interface {}", _hosts, _hosts, _interfaces),
     _line("nat dynamic add {} {}", st.sampled_from(["private", "global"]), _hosts),
     _line("nat timeout {}", st.sampled_from(["900", "1h", "15m30s", "0"])),
-    _line("nat timeout protocol {} {}", st.sampled_from(["udp", "esp", "gre", "icmp", "tcp-established"]),
+    _line("nat timeout protocol {} {}", st.sampled_from(["udp", "udp-unreplied", "esp", "gre", "icmp",
+                                                         "tcp-established"]),
           st.sampled_from(["30", "2h", "system-default"])),
     _line("nat timeout dynamic {}", st.sampled_from(["600", "system-default"])),
     _line("nat session {} {}", st.sampled_from(["restricted-per-ip", "restricted-per-private-ip", "maximum"]),
           st.sampled_from(["1", "4096", "50000", "system-default"])),
     _line("nat option {}", st.sampled_from(["port-assignment random", "port-assignment auto",
-                                            "esp-passthrough first-come", "esp-pairing-window 150"])),
+                                            "esp-passthrough first-come", "esp-pairing-window 150",
+                                            "inbound-routing plain", "inbound-routing nat-only"])),
     _line("nat logging {}", st.sampled_from(["on", "off"])),
     _line("nat reflect add interface {}", _interfaces),
     _line("nat option reflect {}", st.sampled_from(["all", "listed", "system-default"])),
@@ -239,7 +244,8 @@ LINES = st.one_of(
     _line("filter default {}", st.sampled_from(["pass", "block"])),
     _line("option ip {}", st.sampled_from(["fragment-requeueing off", "fragment-requeueing-limit 10",
                                           "fragment-requeueing-timeout 9", "redirects off",
-                                          "reject all", "reject off", "reject lan"])),
+                                          "reject all", "reject off", "reject lan", "unicast-rpf none",
+                                          "unicast-rpf loose", "unicast-rpf system-default"])),
     st.sampled_from(["ppp add x tcp-mss auto", "dhcp enable", "interface lan1 media auto"]),
 )
 

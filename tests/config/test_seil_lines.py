@@ -131,7 +131,10 @@ LINES: list[tuple[str, list[tuple[str, str]]]] = [
     ("option ip broadcast-icmp ignore", [("broadcast-icmp", f"option ip broadcast-icmp {SKIPPED}")]),
     ("option ip mask-reply off", [("mask-reply", f"option ip mask-reply {SKIPPED}")]),
     ("option ip recursive-lookup off", [("recursive-lookup", f"option ip recursive-lookup {SKIPPED}")]),
-    ("option ip unicast-rpf none", [("unicast-rpf", f"option ip unicast-rpf {SKIPPED}")]),
+    ("option ip unicast-rpf none", []),
+    ("option ip unicast-rpf strict", []),
+    ("option ip unicast-rpf loose", []),
+    ("option ip unicast-rpf system-default", []),
     ("option ipv6 fragment-requeueing on", [("ipv6", f"option ipv6 {SKIPPED}")]),
     # -- passnat extensions of this issue (R26, R27)
     ("nat option reflect listed", []),

@@ -108,6 +108,8 @@ def test_state_ttl_ends_the_state_and_the_fast_path_follows() -> None:
     one(r.handle("lan0", udp(PC1, SRV, 5000, 6000), 0.0))
     one(r.handle("lan1", udp(SRV, WAN_ADDR, 6000, 5000), 10.0), "lan0")   # refreshes: 10 + 30
     assert r.filter_status(10.0)["states"][0]["ttl"] == 30
+    assert r.next_deadline() == pytest.approx(30.0)  # the session's entry of its unreplied timer (filed again)
+    r.on_timer(30.0)
     assert r.next_deadline() == pytest.approx(40.0)
     r.on_timer(39.9)
     one(r.handle("lan1", udp(SRV, WAN_ADDR, 6000, 5000), 39.9), "lan0")   # fast path; refreshes the session

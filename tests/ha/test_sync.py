@@ -122,7 +122,7 @@ def test_full_transfer_then_changes_equal_the_master() -> None:
     # changes after the transfer
     one(a.handle("lan0", _esp(PC2, SERVER, 0x21, 1, b"b"), 2.0))
     one(a.handle("lan1", _esp(SERVER, WAN_ADDR, 0x22, 1, b"b"), 2.0))
-    one(a.handle("lan0", tcp(PC1, SRV, 40000, 443, "F"), 2.0))
+    one(a.handle("lan0", tcp(PC1, SRV, 40000, 443, "FA"), 2.0))
     pptp_call(a, PC2, 41001, 0x1234, 0x81, 2.0)
     a.clear_sessions(next(s.id for s in a.table.all() if s.proto == 1))
     incremental(sa, sb, 3.0, 5002.0)
@@ -215,7 +215,7 @@ def churn_step(r: passnat.Router, rng: random.Random, now: float, calls: list[in
     if op <= 2:
         r.handle("lan0", udp(host, srv, port, rng.choice([53, 9000, 500])), now)
     elif op <= 4:
-        r.handle("lan0", tcp(host, srv, port, 443, rng.choice(["S", "F", "R", "A"])), now)
+        r.handle("lan0", tcp(host, srv, port, 443, rng.choice(["S", "FA", "R", "A"])), now)
     elif op == 5:
         r.handle("lan0", ping(host, srv, rng.randrange(4)), now)
     elif op == 6:
@@ -275,3 +275,22 @@ def test_bulk_plus_incremental_equals_the_master_over_random_churn(seed: int, st
 
 def test_base_config_is_shared() -> None:
     assert BASE.startswith('hostname "test"')
+
+
+def test_the_backup_learns_which_sessions_were_answered() -> None:
+    """Eviction candidacy (issue 13) follows the master: a session answered there (its timer class
+    changed) is no longer an eviction candidate on the backup; one still unanswered stays one."""
+    a, b = make_router(), make_router(seed=2)
+    sa, sb = sync.SyncState(a), sync.SyncState(b)
+    sa.record(True)
+    out = one(a.handle("lan0", udp(PC1, SRV, 5000, 9000), 0.0))
+    one(a.handle("lan0", udp(PC1, SRV, 5001, 9000), 0.0))
+    one(a.handle("lan0", tcp(PC1, SRV, 40000, 443, "S"), 0.0))
+    incremental(sa, sb, 0.0, 100.0)
+    pc1 = a.table.all()[0].in_addr
+    assert b.table.unreplied(pc1) == 3 and {s.klass for s in b.table.all()} == {"udp-unreplied", "tcp-synonly"}
+    one(a.handle("lan1", udp(SRV, WAN_ADDR, 9000, out.sport), 1.0))
+    one(a.handle("lan1", tcp(SRV, WAN_ADDR, 443, 40000, "SA"), 1.0))
+    incremental(sa, sb, 1.0, 101.0)
+    assert a.table.unreplied(pc1) == b.table.unreplied(pc1) == 1
+    assert sorted(s.ur for s in b.table.all()) == sorted(s.ur for s in a.table.all()) == [0, 0, 1]

@@ -33,12 +33,15 @@ def test_tcp_to_a_closed_port_of_the_router_gets_a_rst() -> None:
     ack = raw(IP(src=PC1, dst=WAN_ADDR) / TCP(sport=40000, dport=443, flags="A", seq=5, ack=777))
     rst = one(r.handle("lan0", ack, 0.1), "lan0")
     assert (rst.src, str(rst[TCP].flags), rst[TCP].seq) == (WAN_ADDR, "R", 777)
+    syn_data = raw(IP(src=PC1, dst=LAN_ADDR) / TCP(sport=40000, dport=80, flags="S", seq=10) / b"abc")
+    assert one(r.handle("lan0", syn_data, 0.2))[TCP].ack == 14
+    # a FIN without ACK is no stack's (a scan): dropped before it gets anywhere (issue 13)
     fin = raw(IP(src=PC1, dst=LAN_ADDR) / TCP(sport=40000, dport=80, flags="F", seq=10) / b"abc")
-    assert one(r.handle("lan0", fin, 0.2))[TCP].ack == 14
+    assert r.handle("lan0", fin, 0.25) == []
     # never a RST for a RST
     assert r.handle("lan0", tcp(PC1, LAN_ADDR, 40000, 22, "R"), 0.3) == []
     c = counters(r)
-    assert c["tcp_rst_sent"] == 3 and c["local_unsupported"] == 4
+    assert c["tcp_rst_sent"] == 3 and c["local_unsupported"] == 4 and c["tcp_invalid_flags"] == 1
 
 
 def test_udp_and_other_protocols_get_icmp_unreachable_from_the_address_asked() -> None:

@@ -51,6 +51,8 @@ def test_c_and_python_fast_paths_agree(sport: int, dport: int, payload: bytes, u
         pkts = [("lan0", tcp(host, SRV, sport, dport, "PA", payload, ttl=ttl)),
                 ("lan1", tcp(SRV, WAN_ADDR, dport, oport, "PA", payload, ttl=ttl))]
     else:
+        reply = udp(SRV, WAN_ADDR, dport, oport)  # the first reply is the slow path's (Session.ur)
+        assert len(fast.handle("lan1", reply, 0.1)) == len(pure.handle("lan1", reply, 0.1)) == 1
         out_pkt = bytearray(udp(host, SRV, sport, dport, payload, ttl=ttl))
         in_pkt = bytearray(udp(SRV, WAN_ADDR, dport, oport, payload, ttl=ttl))
         if zero_udp_checksum:
@@ -101,3 +103,30 @@ def test_icmp_echo_takes_the_fast_path_once_answered(ident: int, payload: bytes,
     slow = (fast.counters()["slow_path_packets"], pure.counters()["slow_path_packets"])
     assert slow == before if corrupt != 1 else slow == (before[0] + 2, before[1] + 2)
     assert fast.counters()["bad_l4_header"] == (2 if corrupt == 1 else 0)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(0, 255), st.booleans())
+def test_tcp_flags_on_an_established_flow(flags: int, inbound: bool) -> None:
+    """Only ACK segments without SYN/FIN/RST take the fast path (C and Python alike); a flag
+    combination no stack sends (no flags, SYN+FIN, FIN/PSH/URG without ACK, ...) is dropped and
+    counted even on an established flow (issue 13); every other segment is forwarded."""
+    from passnat.packet.tcp import VALID_FLAGS, VALID_FLAGS_MASK
+    fast, pure = pair()
+    if fast._cfast is None:
+        pytest.fail("passnat._speedups is not built")
+    for r in (fast, pure):
+        r.handle("lan0", tcp(PC1, SRV, 40000, 443, "S"), 0.0)
+        r.handle("lan1", tcp(SRV, WAN_ADDR, 443, 40000, "SA"), 0.1)
+        r.handle("lan0", tcp(PC1, SRV, 40000, 443, "A"), 0.2)
+    seg = tcp(SRV, WAN_ADDR, 443, 40000, flags, b"data") if inbound else tcp(PC1, SRV, 40000, 443, flags, b"data")
+    iface = "lan1" if inbound else "lan0"
+    slow_before = fast.counters()["slow_path_packets"]
+    a, b = fast.handle(iface, seg, 1.0), pure.handle(iface, seg, 1.0)
+    assert [(o.interface, o.packet) for o in a] == [(o.interface, o.packet) for o in b]
+    assert fast.counters() == pure.counters()
+    valid = VALID_FLAGS[flags & VALID_FLAGS_MASK]
+    assert bool(a) == valid
+    assert fast.counters()["tcp_invalid_flags"] == (0 if valid else 1)
+    took_fast = flags & 0x17 == 0x10
+    assert fast.counters()["slow_path_packets"] == slow_before + (0 if took_fast else 1)

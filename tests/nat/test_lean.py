@@ -41,6 +41,13 @@ CONFIGS = {
                "nat dynamic add global 203.0.113.100-203.0.113.101 interface lan1\n",
     "filter": "filter add f1 interface lan1 direction out action pass protocol udp\n",
     "timeouts": "nat timeout protocol udp 77\nnat timeout protocol tcp-synonly 11\n",
+    # issue 13: eviction of unreplied sessions, the per-host share, the unreplied UDP timer,
+    # the reverse-path check's modes, plain inbound routing
+    "evict": "nat session maximum 5\nnat session restricted-per-private-ip 5\n",
+    "share": "nat session maximum 8\nnat session restricted-per-private-ip 2\n",
+    "unreplied": "nat timeout protocol udp-unreplied 7\n",
+    "rpf-loose": "option ip unicast-rpf loose\n",
+    "rpf-none": "option ip unicast-rpf none\nnat option inbound-routing plain\n",
 }
 
 HOSTS = ["192.168.0.11", "192.168.0.12", "192.168.0.13", "192.168.0.99", "192.168.0.255", "192.168.0.1",
@@ -60,7 +67,7 @@ def packets(draw: Any) -> tuple[str, bytes, float]:
     payload = b"x" * draw(st.sampled_from([0, 10, 600]))
     kind = draw(st.sampled_from(["tcp", "tcp", "udp", "udp", "udp0"]))
     if kind == "tcp":
-        flags = draw(st.sampled_from(["S", "SA", "A", "PA", "F", "R", "", "SF"]))
+        flags = draw(st.sampled_from(["S", "SA", "A", "PA", "F", "R", "", "SF", "SR", "FPU", "SU", "FA", "RA", "U"]))
         opts = draw(st.sampled_from([[], [("MSS", 1460)], [("NOP", None)] * 4]))
         l4: Any = TCP(sport=sport, dport=dport, flags=flags, options=opts)
     else:
@@ -103,9 +110,11 @@ def _hop(h: Any) -> Any:
 def state(r: passnat.Router, now: float) -> Any:
     recs = [dict(rec) for rec in r.sessions(now)]
     inner = [(s.id, s.o_ipd, s.o_l4d, s.i_ipd, s.i_l4d, _hop(s.o_hop), _hop(s.i_hop), s.okey, s.ikey, s.lan_if, s.hd,
-              s.tcp_state, s.mapping and (s.mapping.out_addr, s.mapping.out_port, s.mapping.refs))
+              s.tcp_state, s.ur, s.mapping and (s.mapping.out_addr, s.mapping.out_port, s.mapping.refs))
              for s in r.table.all()]
-    return recs, inner, r.counters(), r.next_deadline(), r.table.created_total
+    t = r.table
+    unreplied = sorted((h, st[0], [x.id for x in st[1] if x.alive and x.ur]) for h, st in t._ur.items() if h is not None)
+    return recs, inner, r.counters(), r.next_deadline(), t.created_total, unreplied, t._ur_max
 
 
 class Spy(LeanPath):
@@ -191,3 +200,25 @@ def test_the_lean_path_stands_aside_for_filters_and_static_nat(extra: str) -> No
     syn = raw(IP(src="192.168.0.11", dst="198.51.100.7") / TCP(sport=40000, dport=443, flags="S"))
     assert lean.handle("lan0", syn, 1.0)
     assert Spy.taken == 0
+
+
+def test_eviction_spoofing_and_flags_agree_with_the_full_path() -> None:
+    """A full table (the lean paths step aside, the full path evicts), spoofed sources, NAT-T
+    and impossible TCP flags: the three routers give the same outputs, counters and sessions."""
+    routers = trio(CONFIGS["evict"])
+    Spy.taken = 0
+    pkts = [raw(IP(src="192.168.0.11", dst="198.51.100.7") / UDP(sport=4500, dport=4500) / b"n")]
+    pkts += [raw(IP(src=f"192.168.0.{11 + i % 3}", dst="198.51.100.7") / UDP(sport=20000 + i, dport=9000) / b"q")
+             for i in range(12)]
+    pkts += [raw(IP(src="10.9.9.9", dst="198.51.100.7") / UDP(sport=1, dport=2)),
+             raw(IP(src="192.168.0.11", dst="198.51.100.7") / TCP(sport=3, dport=4, flags="SF")),
+             raw(IP(src="192.168.0.11", dst="198.51.100.7") / TCP(sport=3, dport=4, flags="FPU"))]
+    for i, p in enumerate(pkts):
+        outs = [outputs(r.handle("lan0", p, float(i))) for r in routers]
+        assert outs[0] == outs[1] == outs[2]
+    assert Spy.taken == 5  # until the table is full
+    c = routers[0].counters()
+    assert c["nat_session_evicted"] == 8 and c["spoofed_source"] == 1 and c["tcp_invalid_flags"] == 2
+    assert state(routers[0], 20.0) == state(routers[1], 20.0) == state(routers[2], 20.0)
+    timers = [r["timer"] for r in routers[0].sessions(20.0)]
+    assert timers.count("udp") == 1 and timers.count("udp-unreplied") == 4  # NAT-T: never evicted

@@ -13,9 +13,18 @@ def alive(r, now: float) -> int:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("config, packets, timeout", [
-    ("", [("lan0", udp(PC1, SRV, 5000, 9000))], 900),                       # nat timeout default 900
-    ("nat timeout 120\n", [("lan0", udp(PC1, SRV, 5000, 9000))], 120),
-    ("nat timeout protocol udp 300\n", [("lan0", udp(PC1, SRV, 5000, 9000))], 300),
+    ("", [("lan0", udp(PC1, SRV, 5000, 9000))], 30),                        # unreplied UDP: 30 s
+    ("", [("lan0", udp(PC1, SRV, 5000, 9000)), ("lan1", udp(SRV, WAN_ADDR, 9000, 5000))], 900),  # replied: default
+    ("nat timeout 120\n", [("lan0", udp(PC1, SRV, 5000, 9000))], 30),
+    ("nat timeout 120\n", [("lan0", udp(PC1, SRV, 5000, 9000)), ("lan1", udp(SRV, WAN_ADDR, 9000, 5000))], 120),
+    ("nat timeout 20\n", [("lan0", udp(PC1, SRV, 5000, 9000))], 20),     # never longer than after a reply
+    ("nat timeout protocol udp 300\n", [("lan0", udp(PC1, SRV, 5000, 9000))], 300),  # the operator's udp timer
+    ("nat timeout protocol udp-unreplied 5\n", [("lan0", udp(PC1, SRV, 5000, 9000))], 5),
+    ("nat timeout protocol udp-unreplied 5\n",
+     [("lan0", udp(PC1, SRV, 5000, 9000)), ("lan1", udp(SRV, WAN_ADDR, 9000, 5000))], 900),
+    ("nat timeout protocol udp 300\nnat timeout protocol udp-unreplied 45\n",
+     [("lan0", udp(PC1, SRV, 5000, 9000))], 45),
+    ("", [("lan0", udp(PC1, SRV, 4500, 4500))], 900),                       # IKE (NAT-T): no short timer
     ("nat timeout protocol udp 300\n", [("lan0", udp(PC1, SRV, 5000, 53))], 15),     # DNS
     ("", [("lan0", udp(PC1, SRV, 5000, 123))], 15),                                   # NTP
     ("nat timeout protocol tcp-synonly 40\n", [("lan0", tcp(PC1, SRV, 4000, 80, "S"))], 40),
@@ -119,6 +128,7 @@ def test_reconfigure_keeps_sessions_and_applies_new_timers() -> None:
     from tests.nat.helpers import BASE
     r = make_router()
     out = one(r.handle("lan0", udp(PC1, SRV, 5000, 9000), 0.0))
+    one(r.handle("lan1", udp(SRV, WAN_ADDR, 9000, out[UDP].sport), 0.5))  # replied: the udp timer, 900 s
     r.reconfigure(passnat.parse_config(BASE + "nat timeout protocol udp 50\n"))
     assert len(r.sessions(1.0)) == 1
     back = one(r.handle("lan1", udp(SRV, WAN_ADDR, 9000, out[UDP].sport), 1.0))

@@ -14,6 +14,7 @@ interface lan0 add 192.168.0.1/24
 interface lan1 add 203.0.113.1/24
 nat napt add private 192.168.0.0-192.168.0.255 interface lan1
 nat session maximum 2
+nat session restricted-per-private-ip 100
 """
 
 
@@ -32,7 +33,9 @@ def test_table_full_and_ah_each_give_one_line_then_a_repeat_later(caplog: pytest
     assert ev.check(r.counters(), 0.0, ctx(r)) == []  # the baseline
     caplog.set_level(logging.WARNING, logger="passnat.events")
     r.handle("lan0", raw(IP(src="192.168.0.11", dst="203.0.113.10", proto=51) / (b"\0" * 24)), 1.0)
-    for port in range(5000, 5010):
+    r.handle("lan0", udp(5000), 1.0)
+    r.handle("lan1", raw(IP(src="203.0.113.10", dst="203.0.113.1") / UDP(sport=53, dport=5000) / b"a"), 1.0)
+    for port in range(5001, 5010):  # the table is full of sessions that are never evicted (AH, answered)
         r.handle("lan0", udp(port), 1.0)
     lines = ev.check(r.counters(), 1.0, ctx(r))
     assert len(lines) == 2, lines
@@ -46,6 +49,17 @@ def test_table_full_and_ah_each_give_one_line_then_a_repeat_later(caplog: pytest
     later = ev.check(r.counters(), 61.5, ctx(r))
     assert later == [later[0]] and "20 new session(s) refused" in later[0]
     assert ev.check(r.counters(), 200.0, ctx(r)) == []  # nothing new
+
+
+def test_evictions_give_one_line() -> None:
+    r = passnat.Router(passnat.parse_config(CONFIG), seed=1)
+    ev = EventLog(repeat=60.0)
+    ev.check(r.counters(), 0.0, ctx(r))
+    for port in range(5000, 5012):  # unanswered: each new one evicts the oldest
+        assert r.handle("lan0", udp(port), 1.0)
+    lines = ev.check(r.counters(), 1.0, ctx(r))
+    assert lines == ["nat session table full: 10 unreplied session(s) evicted to make room (nat_session_evicted +10; "
+                     "2 of maximum 2 in use); `passnat show status nat` shows the host holding the most"], lines
 
 
 def test_esp_sharing_is_not_contention_in_spi_mode_but_is_in_first_come() -> None:

@@ -28,6 +28,7 @@ from passnat.config.model import (
     TCPUDP,
     DynamicNat,
     EspMode,
+    InboundRouting,
     NaptGlobal,
     NaptPrivate,
     PortAssignment,
@@ -215,7 +216,7 @@ def dynamic_global(b: ConfigBuilder, args: Args) -> None:
 
 # ------------------------------------------------------------------ timeouts
 
-TIMEOUT_CLASSES = ("tcp-synonly", "tcp-established", "udp", "icmp", "esp", "gre")
+TIMEOUT_CLASSES = ("tcp-synonly", "tcp-established", "udp", "udp-unreplied", "icmp", "esp", "gre")
 OPTIONAL_SECONDS = or_default(SECONDS, None)
 
 
@@ -230,9 +231,9 @@ def timeout(b: ConfigBuilder, args: Args) -> None:
 
 
 def timeout_protocol(b: ConfigBuilder, args: Args) -> None:
-    """nat timeout protocol { tcp-synonly | tcp-established | udp | icmp | esp | gre } { <time> | system-default }
+    """nat timeout protocol { tcp-synonly | tcp-established | udp | udp-unreplied | icmp | esp | gre } { <time> | system-default }
 
-    esp and gre are passnat extensions.
+    udp-unreplied, esp and gre are passnat extensions.
     """
     klass = args.take(choice(*TIMEOUT_CLASSES))
     seconds = args.take(OPTIONAL_SECONDS)
@@ -251,6 +252,9 @@ def timeout_dynamic(b: ConfigBuilder, args: Args) -> None:
 # -------------------------------------------------------------------- limits
 
 PER_IP_LIMIT = or_default(integer(1, 4096, "a session count"), None)
+#: SEIL: 1-4096; passnat takes up to the largest table (a value >= ``maximum``: no limit), since its
+#: default (system-default) is a quarter of the table, 16384 of the default 65536
+PER_PRIVATE_IP_LIMIT = or_default(integer(1, 16777216, "a session count"), None)
 SESSION_MAXIMUM = or_default(integer(1, 16777216, "a session count"), DEFAULT_SESSION_MAXIMUM)
 
 
@@ -262,8 +266,11 @@ def session_per_ip(b: ConfigBuilder, args: Args) -> None:
 
 
 def session_per_private_ip(b: ConfigBuilder, args: Args) -> None:
-    """nat session restricted-per-private-ip { <max> | system-default }"""
-    limit = args.take(PER_IP_LIMIT)
+    """nat session restricted-per-private-ip { <max> | system-default }
+
+    passnat's system-default is a quarter of ``nat session maximum`` (SEIL: no limit).
+    """
+    limit = args.take(PER_PRIVATE_IP_LIMIT)
     args.end()
     b.nat = replace(b.nat, session=replace(b.nat.session, restricted_per_private_ip=limit))
 
@@ -279,6 +286,7 @@ def session_maximum(b: ConfigBuilder, args: Args) -> None:
 
 PORT_ASSIGNMENT = or_default(enum_choice(PortAssignment), PortAssignment.AUTO)
 ESP_MODE = or_default(enum_choice(EspMode), EspMode.SPI)
+INBOUND_ROUTING = or_default(enum_choice(InboundRouting), InboundRouting.NAT_ONLY)
 PAIRING_WINDOW = or_default(integer(100, 2000, "milliseconds"), 1000)
 
 
@@ -338,6 +346,18 @@ def option_reflect(b: ConfigBuilder, args: Args) -> None:
     b.nat = replace(b.nat, reflect_mode=mode)
 
 
+def option_inbound_routing(b: ConfigBuilder, args: Args) -> None:
+    """nat option inbound-routing { nat-only | plain | system-default }   (passnat extension; default nat-only)
+
+    nat-only: a packet that arrives on a NAT interface reaches an inside
+    interface only through a NAT session, SNAPT, static/dynamic NAT or a
+    ``filter ... action pass`` rule; plain: it is routed like any packet.
+    """
+    mode = args.take(INBOUND_ROUTING)
+    args.end()
+    b.nat = replace(b.nat, inbound_routing=mode)
+
+
 def logging(b: ConfigBuilder, args: Args) -> None:
     """nat logging { on | off }"""
     enabled = args.take(ON_OFF)
@@ -363,6 +383,7 @@ COMMANDS = (
     Command("nat option esp-pairing-window", option_esp_pairing_window),
     Command("nat option reflect", option_reflect),
     Command("nat reflect add", reflect_add),
+    Command("nat option inbound-routing", option_inbound_routing),
     Command("nat logging", logging),
     skip("nat bypass"),
     skip("nat proxy"),

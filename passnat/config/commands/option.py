@@ -1,4 +1,9 @@
-"""``option ip ...``: fragment requeueing (R22) and its passnat limits; ``reject`` (R27).
+"""``option ip ...``: the reverse-path check (R28), fragment requeueing (R22) and its passnat limits;
+``reject`` (R27).
+
+passnat's default is ``unicast-rpf strict`` (BCP 38 / RFC 3704): a packet whose
+source address does not route back out of the interface it came in on is
+dropped; SEIL's default is ``none``.
 
 passnat's default is ``fragment-requeueing on`` where SEIL's is off: RFC 4787
 REQ-14 requires a NAT to handle fragments that arrive out of order.  The
@@ -11,13 +16,21 @@ from __future__ import annotations
 from dataclasses import replace
 
 from passnat.config.builder import ConfigBuilder
-from passnat.config.model import RejectMode
+from passnat.config.model import RejectMode, UnicastRpf
 from passnat.config.syntax import Args, Command, skip
 from passnat.config.values import ON_OFF, enum_choice, integer, or_default
 
 REQUEUEING_LIMIT = or_default(integer(1, 65535, "a fragment count"), 256)
 REQUEUEING_TIMEOUT = or_default(integer(1, 60, "seconds"), 5)
 _TYPO = "fragment-reqeueueing"
+UNICAST_RPF = or_default(enum_choice(UnicastRpf), UnicastRpf.STRICT)
+
+
+def unicast_rpf(b: ConfigBuilder, args: Args) -> None:
+    """option ip unicast-rpf { strict | loose | none | system-default }   (passnat default: strict; SEIL: none)"""
+    mode = args.take(UNICAST_RPF)
+    args.end()
+    b.options = replace(b.options, unicast_rpf=mode)
 
 
 def fragment_requeueing(b: ConfigBuilder, args: Args) -> None:
@@ -65,6 +78,7 @@ def reject(b: ConfigBuilder, args: Args) -> None:
 
 COMMANDS = (
     Command("option ip reject", reject),
+    Command("option ip unicast-rpf", unicast_rpf),
     Command("option ip fragment-requeueing", fragment_requeueing),
     Command(f"option ip {_TYPO}", fragment_requeueing_typo),
     Command("option ip fragment-requeueing-limit", fragment_requeueing_limit),
@@ -80,7 +94,6 @@ COMMANDS = (
             "multipath-selection",
             "recursive-lookup",
             "redirects",
-            "unicast-rpf",
             "update-connected-route",
         )
     ),

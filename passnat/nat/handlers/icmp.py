@@ -20,7 +20,7 @@ from passnat.nat.flow import H_NH, H_OIF, rewrite
 from passnat.nat.handlers.base import Fwd, Pkt, Priority, Verdict
 from passnat.nat.handlers.common import admit, install_port_flows, make_session, restore_port_session
 from passnat.nat.icmp_errors import Quoted, quoted, rewrite_address, translate_error
-from passnat.nat.session import Session
+from passnat.nat.session import UR_IN, Session
 from passnat.nat.static import SnaptTarget
 from passnat.nat.table import flow_key
 from passnat.packet import icmp as icmpmod
@@ -76,7 +76,7 @@ class IcmpHandler:
             return Drop.NO_PORT
         s = make_session(self.router, pkt, kind="napt", nat_if=nat_if, in_addr=ip.src, in_port=pkt.sport,
                          out_addr=out_addr, out_port=m.out_port, rem_addr=ip.dst, rem_port=0,
-                         klass="icmp", handler=self.name, mapping=m)
+                         klass="icmp", handler=self.name, mapping=m, ur=UR_IN)
         install_port_flows(self.router, s)
         return self._translate(pkt, s, outbound=True)
 
@@ -91,6 +91,8 @@ class IcmpHandler:
         if s is None or pkt.is_hairpin_source(s):
             return None  # (a reflected query finds its own sender's session: never handed back)
         s.last = pkt.now
+        if s.ur:
+            self.router.table.replied(s)  # two-way: never evicted (table.py make_room)
         if t in icmpmod.QUERY_REPLIES and s.klass != ANSWERED:
             self.router.table.set_timeout(s, self.router.timeout(ANSWERED), ANSWERED)
             install_port_flows(self.router, s)  # answered: the replies' fast path opens

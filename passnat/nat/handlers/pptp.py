@@ -118,6 +118,10 @@ class PptpHandler(TcpUdpHandler):
     def slow_path(self, s: Session) -> bool:
         return True  # every control segment is parsed
 
+    @staticmethod
+    def awaits(pkt: Pkt, kind: str, in_port: int, rem_port: int) -> int:
+        return 0  # a VPN's control connection: never evicted (table.py make_room)
+
     # ------------------------------------------------------------ TCP glue
 
     def track(self, s: Session, pkt: Pkt, outbound: bool) -> None:

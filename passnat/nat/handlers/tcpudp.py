@@ -18,12 +18,13 @@ from passnat.nat.flow import H_NH, H_OIF, rewrite
 from passnat.nat.handlers.base import HELD, Fwd, Pkt, Priority, Verdict
 from passnat.nat.handlers.common import admit, install_port_flows, make_session, restore_port_session
 from passnat.nat.ports import port_range
-from passnat.nat.session import Session
+from passnat.nat.session import UR_IN, UR_OUT, Session
 from passnat.nat.static import SnaptTarget
 from passnat.nat.table import flow_key
 from passnat.packet.ipv4 import PROTO_TCP, PROTO_UDP
 
 IKE_PORT = 500
+IKE_PORTS = (500, 4500)  # their sessions are never evicted (router.IKE_PORTS)
 
 if TYPE_CHECKING:
     from passnat.nat.router import Router
@@ -48,8 +49,10 @@ class TcpUdpHandler:
         return self.router.udp_class(s.in_port, s.rem_port)
 
     def track(self, s: Session, pkt: Pkt, outbound: bool) -> None:
-        """Refresh, and follow TCP state (the timer class follows the state)."""
+        """Refresh, note the first reply, and follow TCP state (the timer class follows the state)."""
         s.last = pkt.now
+        if s.ur and outbound == (s.ur == UR_OUT):
+            self.replied(s)
         if s.proto != PROTO_TCP or not pkt.flags & (tcp_track.SYN | tcp_track.FIN | tcp_track.RST):
             return
         state, fins = tcp_track.next_state(tcp_track.TcpState(s.tcp_state), s.fins, pkt.flags, outbound)
@@ -59,6 +62,15 @@ class TcpUdpHandler:
             klass = self._klass(s)
             self.router.table.set_timeout(s, self.router.timeout(klass), klass)
 
+    def replied(self, s: Session) -> None:
+        """The first packet from the other side: not evictable any more, the reply's timer,
+        and the replies' fast path opens (it was closed to see this packet)."""
+        self.router.table.replied(s)
+        if s.klass == "udp-unreplied":
+            klass = self._klass(s)
+            self.router.table.set_timeout(s, self.router.timeout(klass), klass)
+        self.install(s)
+
     def _new(self, pkt: Pkt, *, kind: str, nat_if: str, in_addr: int, in_port: int, out_addr: int,
              out_port: int, rem_addr: int, rem_port: int, mapping: Any = None) -> Session:
         state: int
@@ -67,13 +79,21 @@ class TcpUdpHandler:
             state, klass = tcp_state, tcp_track.TIMEOUT_CLASS[tcp_state]
         else:
             state = 0
-            klass = self.router.udp_class(in_port, rem_port)
+            klass = self.router.udp_first_class(in_port, rem_port)
         s = make_session(self.router, pkt, kind=kind, nat_if=nat_if, in_addr=in_addr, in_port=in_port,
                          out_addr=out_addr, out_port=out_port, rem_addr=rem_addr, rem_port=rem_port,
-                         klass=klass, handler=self.name, mapping=mapping)
+                         klass=klass, handler=self.name, mapping=mapping, ur=self.awaits(pkt, kind, in_port, rem_port))
         s.tcp_state = state
         self.install(s)
         return s
+
+    @staticmethod
+    def awaits(pkt: Pkt, kind: str, in_port: int, rem_port: int) -> int:
+        """``Session.ur`` of a new session: NAPT sessions await a reply from outside (and may be
+        evicted until then), SNAPT ones from the inside server; IKE's are not tracked."""
+        if pkt.ip.proto == PROTO_UDP and (in_port in IKE_PORTS or rem_port in IKE_PORTS):
+            return 0
+        return UR_IN if kind == "napt" else UR_OUT
 
     def install(self, s: Session) -> None:
         install_port_flows(self.router, s, slow=self.slow_path(s))
