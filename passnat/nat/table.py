@@ -329,6 +329,8 @@ class SessionTable:
         if port is None:
             return None  # O(1) whatever the pattern, also when the range is exhausted (ports.py)
         m = pool.used[port] = Mapping(proto, nat_if, in_addr, in_port, out_addr, port)
+        if _untrack is not None:
+            _untrack(m)  # (ints and a str: no cycle through it, like the sessions)
         self.mappings[key] = m
         return m
 
@@ -340,6 +342,8 @@ class SessionTable:
         if m is not None:
             return m if (m.out_addr, m.out_port) == (out_addr, out_port) else None
         m = Mapping(proto, nat_if, in_addr, in_port, out_addr, out_port)
+        if _untrack is not None:
+            _untrack(m)
         if not self.pool(proto, out_addr).claim(out_port, m):
             return None
         self.mappings[key] = m
