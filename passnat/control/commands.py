@@ -129,9 +129,9 @@ def add_parsers(sub: Any) -> None:
                    help="serve the status page (/) and Prometheus metrics (/metrics) over HTTP on this "
                         "address, e.g. 127.0.0.1:9469 (default: off)")
     r.add_argument("--no-shed", action="store_true",
-                   help="do not attach the load-shedding XDP program (passnat/io/shed.py: under an overload it "
-                        "drops a fraction of the frames before the kernel's receive work, so passnat keeps "
-                        "forwarding at its peak)")
+                   help="never put the load-shedding XDP program on an interface (passnat/io/shed.py: by "
+                        "default it goes on while the receive ring overflows and drops a fraction of the frames "
+                        "before the kernel's receive work)")
     r.add_argument("--spin-us", type=int, default=50, metavar="US",
                    help="after forwarding, keep looking for frames this many microseconds before sleeping "
                         "(default 50; 0: sleep at once; more: lower latency and fewer wake-ups under "

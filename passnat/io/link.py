@@ -51,6 +51,10 @@ def errnos_text(err: int) -> str:
     except ValueError:
         return "unknown error"
 _DEFAULT_ARP = ArpTimers()
+SHED_ON_AFTER = 0.05  # s the receive ring stays 3/4 full before the shedding program goes on
+SHED_OFF_AFTER = 0.5  # s without shedding before it comes off again
+SHED_PROBE_AFTER = 2.0  # s on at most, then off to see whether passnat keeps up without it
+SHED_EPISODE_END = 5.0  # s off before an overload counts as over (one log line per overload)
 
 
 class Link:
@@ -59,6 +63,11 @@ class Link:
         self.name = name
         self.want_shed = shed  # attach the load-shedding XDP program (passnat/io/shed.py)
         self.shed: Shedder | None = None
+        self._full_since = 0.0  # time.monotonic() since the ring stays 3/4 full (0: it does not)
+        self._shed_on_at = 0.0  # when the shedding program last went on
+        self._shed_needed_at = 0.0  # the last turn it had a level above 0
+        self._shed_off_at = 0.0  # when it last came off
+        self._shed_episode: int | None = None  # frames shed before this overload began (None: no overload)
         self.linux = linux
         self.geometry = geometry
         self.arp_timers = arp_timers
@@ -101,7 +110,7 @@ class Link:
         if self.want_shed:
             shedder = Shedder(self.linux)
             try:
-                shedder.attach()
+                shedder.load()
                 self.shed = shedder
             except OSError as e:
                 log.warning("%s: load shedding off: the kernel refused its XDP program on %s (%s); under an "
@@ -112,7 +121,7 @@ class Link:
                  self.name, self.linux, ":".join(f"{b:02x}" for b in info.mac), info.mtu, self.ring.frame_nr,
                  self.ring.frame_size, self.qdisc,
                  ": sending with PACKET_QDISC_BYPASS" if self.qdisc == "noqueue" else "",
-                 "by XDP" if self.shed is not None else "off")
+                 "by XDP under overload" if self.shed is not None else "off")
 
     def send(self, frame: bytes) -> bool:
         """Send one frame (it starts with a virtio_net_hdr); False (counted) when the kernel
@@ -176,12 +185,50 @@ class Link:
         return fill
 
     def shed_turn(self, busy: bool) -> None:
-        """After a walk of the rings: the shedding level from how full the ring stayed (``busy``:
-        the walk used its whole budget)."""
+        """After a walk of the rings (``busy``: the walk used its whole budget): the shedding program
+        goes on when the ring has stayed three quarters full for ``SHED_ON_AFTER`` (frames are being
+        lost at the full ring: an overload, not a burst), its level follows how full the ring stays,
+        and it comes off when it has shed nothing for ``SHED_OFF_AFTER`` or has been on for
+        ``SHED_PROBE_AFTER`` -- on veth passnat forwards a third more without it, so a load between the
+        two peaks must find it off (if the overload goes on, it is back on ``SHED_ON_AFTER`` later)."""
         shed = self.shed
-        if shed is None or (not busy and not shed.level):
+        if shed is None:
             return
-        if shed.level and time.monotonic() - shed.set_at > 0.1:
+        mono = time.monotonic()
+        if not shed.attached:
+            if not busy or self.ring_fill() < 0.75:
+                self._full_since = 0.0
+                if self._shed_episode is not None and mono - self._shed_off_at >= SHED_EPISODE_END:
+                    log.info("%s: load shedding off again: %d frames shed during the overload", self.name,
+                             shed.shed - self._shed_episode)
+                    self._shed_episode = None
+            elif not self._full_since:
+                self._full_since = mono
+            elif mono - self._full_since >= SHED_ON_AFTER:
+                self._full_since = 0.0
+                try:
+                    shed.attach()
+                except (OSError, IndexError) as e:
+                    log.warning("%s: load shedding off: the kernel refused its XDP program on %s (%s)", self.name,
+                                self.linux, getattr(e, "strerror", None) or e)
+                    self.counters[LinkDrop.SHED.value] = shed.shed
+                    shed.close()
+                    self.shed = None
+                    return
+                self._shed_on_at = self._shed_needed_at = mono
+                if self._shed_episode is None:
+                    self._shed_episode = shed.shed
+                    log.info("%s: overloaded (frames lost at the full receive ring): load shedding on", self.name)
+            return
+        if shed.level:
+            self._shed_needed_at = mono
+        if mono - self._shed_needed_at >= SHED_OFF_AFTER or mono - self._shed_on_at >= SHED_PROBE_AFTER:
+            shed.detach()
+            self._shed_off_at = mono
+            return
+        if not busy and not shed.level:
+            return
+        if shed.level and mono - shed.set_at > 0.1:
             shed.set_level(0)  # a pause since: the program ignores an old level anyway; start afresh
         level = adjust(shed.level, self.ring_fill() if busy else 0.0)
         if level != shed.level:

@@ -19,12 +19,21 @@ one array map that passnat maps into its memory:
   shed    u64   frames the program dropped (``rx_shed``)
 
 A level older than 200 ms is ignored: if passnat stops or dies, nothing is
-shed any more, whatever the level was.  It is attached in the driver's mode
-only (``XDP_FLAGS_DRV_MODE``; multi-buffer frames allowed, so super-frames from
-peers with TSO still pass); where that is refused (an old kernel, a driver
-without XDP) passnat runs without it and says so once.  ``passnat run
---no-shed`` turns it off.  Detached at stop; a program left by a killed passnat
-is replaced by the next start (and ignored meanwhile, by its stale stamp).
+shed any more, whatever the level was.
+
+The program is on the interface only while an overload lasts: put on when
+passnat's receive ring has stayed at least half full for 20 ms, taken off
+after 2 s without shedding.  An XDP program costs something even when it
+passes everything (on veth it moves the device's receive onto a NAPI path of
+its own and stops the peer's super-frames: a third of the forwarding rate and
+~50 us per hop in ``make bench-lab``), so a router that keeps up runs without
+it.  It is loaded at start and tried on the interface once, in the driver's
+mode only (``XDP_FLAGS_DRV_MODE``; multi-buffer frames allowed, so super-frames
+from peers with TSO still pass); where that is refused (an old kernel, a
+driver without XDP) passnat runs without it and says so once.  ``passnat run
+--no-shed`` turns it off.  Taken off at stop; a program left by a killed
+passnat is replaced by the next start (and ignored meanwhile, by its stale
+stamp).
 """
 from __future__ import annotations
 
@@ -150,7 +159,13 @@ def adjust(level: int, fill: float) -> int:
 
 
 class Shedder:
-    """The shedding program attached to one interface, and its level."""
+    """The shedding program for one interface, its level, and whether it is on the interface.
+
+    The program is loaded once (``load``) but sits on the interface only while
+    an overload lasts (``attach`` / ``detach``, by ``Link.shed_turn``): on veth,
+    a native XDP program moves the device's receive onto its own NAPI path and
+    stops its peer's super-frames, which costs a third of the forwarding rate
+    and ~50 us of latency at any load (docs/performance.md)."""
 
     def __init__(self, ifname: str):
         self.ifname = ifname
@@ -159,10 +174,15 @@ class Shedder:
         self.mm: mmap.mmap | None = None
         self.level = 0
         self.set_at = 0.0  # time.monotonic() of the last set_level
-        self.ifindex = 0
+        self.ifindex = 0  # non-zero while the program is on the interface
 
-    def attach(self) -> None:
-        """Load and attach (raises OSError when the kernel or the driver refuses)."""
+    @property
+    def attached(self) -> bool:
+        return self.ifindex != 0
+
+    def load(self) -> None:
+        """Load the program and its map, and check that the driver takes it (put on and taken off at
+        once); raises OSError when the kernel or the driver refuses."""
         try:
             self.map_fd = _bpf(BPF_MAP_CREATE, struct.pack("<IIIII", BPF_MAP_TYPE_ARRAY, 4, _VALUE.size, 1,
                                                            BPF_F_MMAPABLE))
@@ -176,14 +196,34 @@ class Shedder:
             attr = struct.pack("<IIQQIIQII16s", BPF_PROG_TYPE_XDP, n, ctypes.addressof(insns),
                                ctypes.addressof(lic), 0, 0, 0, 0, BPF_F_XDP_HAS_FRAGS, name)
             self.prog_fd = _bpf(BPF_PROG_LOAD, attr)
-            from pyroute2 import IPRoute  # type: ignore[import-untyped]
-
-            with IPRoute() as ipr:
-                self.ifindex = ipr.link_lookup(ifname=self.ifname)[0]
-                ipr.link("set", index=self.ifindex, xdp_fd=self.prog_fd, xdp_flags=XDP_FLAGS_DRV_MODE)
+            self.attach()
+            self.detach()
         except BaseException:
             self.close()
             raise
+
+    def attach(self) -> None:
+        """Put the program on the interface (raises OSError when refused)."""
+        from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=self.ifname)[0]
+            ipr.link("set", index=index, xdp_fd=self.prog_fd, xdp_flags=XDP_FLAGS_DRV_MODE)
+        self.ifindex = index
+
+    def detach(self) -> None:
+        """Take the program off the interface (quietly: the interface may be gone)."""
+        if not self.ifindex:
+            return
+        try:
+            from pyroute2 import IPRoute
+
+            with IPRoute() as ipr:
+                ipr.link("set", index=self.ifindex, xdp_fd=-1, xdp_flags=XDP_FLAGS_DRV_MODE)
+        except Exception as e:  # noqa: BLE001 -- the interface may be gone; nothing else to do
+            log.debug("%s: detaching the shedding program: %s", self.ifname, e)
+        self.ifindex = 0
+        self.level = 0
 
     def set_level(self, level: int) -> None:
         assert self.mm is not None
@@ -202,15 +242,7 @@ class Shedder:
         return _VALUE.unpack_from(self.mm, 0)[2] if self.mm is not None else 0
 
     def close(self) -> None:
-        if self.ifindex:
-            try:
-                from pyroute2 import IPRoute
-
-                with IPRoute() as ipr:
-                    ipr.link("set", index=self.ifindex, xdp_fd=-1, xdp_flags=XDP_FLAGS_DRV_MODE)
-            except Exception as e:  # noqa: BLE001 -- the interface may be gone; nothing else to do
-                log.debug("%s: detaching the shedding program: %s", self.ifname, e)
-            self.ifindex = 0
+        self.detach()
         if self.mm is not None:
             try:
                 self.mm.close()
