@@ -429,6 +429,18 @@ count(PyObject *counters, PyObject *key)
     return r;
 }
 
+/* router._clock = max(router._clock, now), as Router.handle keeps it; -1 on error */
+static int
+advance_clock(PyObject *rt, PyObject *now)
+{
+    PyObject *clock = PyObject_GetAttr(rt, str_clock);
+    if (clock == NULL)
+        return -1;
+    int r = PyObject_RichCompareBool(now, clock, Py_GT);
+    Py_DECREF(clock);
+    return r < 0 || (r && PyObject_SetAttr(rt, str_clock, now) < 0) ? -1 : 0;
+}
+
 /*
  * LeanPath.first for the packet at p (n bytes, room bytes writable there), arrived on iface:
  * 1 when it was the first packet of a plain NAPT flow -- the session is made and the packet
@@ -597,13 +609,7 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
         PyObject *counters = PyTuple_GET_ITEM(st, L_COUNTERS);
         if (count(counters, str_slow_path_packets) < 0 || count(counters, str_nat_no_free_port) < 0)
             goto done;
-        PyObject *rt = PyTuple_GET_ITEM(st, L_ROUTER);
-        PyObject *clock = PyObject_GetAttr(rt, str_clock);
-        if (clock == NULL)
-            goto done;
-        r = PyObject_RichCompareBool(now, clock, Py_GT);
-        Py_DECREF(clock);
-        if (r < 0 || (r && PyObject_SetAttr(rt, str_clock, now) < 0))
+        if (advance_clock(PyTuple_GET_ITEM(st, L_ROUTER), now) < 0)
             goto done;
         result = 2;
         goto done;
@@ -708,13 +714,7 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
         goto done;
     if (limit >= 0 && clamp_mss(p, np, (unsigned)limit) && count(counters, str_tcp_mss_clamped) < 0)
         goto done;
-    PyObject *rt = PyTuple_GET_ITEM(st, L_ROUTER);
-    PyObject *clock = PyObject_GetAttr(rt, str_clock);
-    if (clock == NULL)
-        goto done;
-    r = PyObject_RichCompareBool(now, clock, Py_GT);
-    Py_DECREF(clock);
-    if (r < 0 || (r && PyObject_SetAttr(rt, str_clock, now) < 0))
+    if (advance_clock(PyTuple_GET_ITEM(st, L_ROUTER), now) < 0)
         goto done;
     *oif_out = Py_NewRef(oif);
     *nh_out = Py_NewRef(nh);

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600,
         check: bool = True) -> subprocess.CompletedProcess[str]:
+    if env is None:  # what was installed decides the data plane here, not the PASSNAT_PURE of a test run
+        env = {k: v for k, v in os.environ.items() if k != "PASSNAT_PURE"}
     res = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
@@ -72,6 +74,7 @@ def installs(tmp_path_factory: pytest.TempPathFactory) -> Installs:
     inst.build_log = res.stdout + res.stderr
     env = dict(os.environ, PIP_NO_CACHE_DIR="1")
     env.pop("PYTHONPATH", None)
+    env.pop("PASSNAT_PURE", None)
     inst.full = venv(base / "full")
     run([str(inst.full / "pip"), "install", "-q", str(copy_source(base / "src-install"))], cwd=base, env=env)
     inst.pure = venv(base / "pure")
@@ -149,7 +152,8 @@ def test_the_installed_daemon_forwards_and_says_its_data_plane_once(installs: In
     conf.write_text(CONFIG)
     ctl = str(tmp_path / "ctl.sock")
     log = tmp_path / "passnat.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NOTIFY_SOCKET", "JOURNAL_STREAM")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "NOTIFY_SOCKET", "JOURNAL_STREAM", "PASSNAT_PURE")}
     proc = Proc(lab.ns("r"), [str(b / "passnat"), "run", "--config", str(conf), "--control", ctl, "--log-level", "info"],
                 stderr_path=log, env=env)
     lab.procs.append(proc)
