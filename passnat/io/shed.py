@@ -21,13 +21,14 @@ one array map that passnat maps into its memory:
 A level older than 200 ms is ignored: if passnat stops or dies, nothing is
 shed any more, whatever the level was.
 
-The program is on the interface only while an overload lasts: put on when
-passnat's receive ring has stayed at least half full for 20 ms, taken off
-after 2 s without shedding.  An XDP program costs something even when it
-passes everything (on veth it moves the device's receive onto a NAPI path of
-its own and stops the peer's super-frames: a third of the forwarding rate and
-~50 us per hop in ``make bench-lab``), so a router that keeps up runs without
-it.  It is loaded at start and tried on the interface once, in the driver's
+The program is on the interface only while an overload lasts (``Link.shed_turn``):
+put on when passnat's receive ring has stayed three quarters full for 50 ms,
+taken off after 0.5 s without shedding, or after 2 s on to see whether passnat
+keeps up without it.  An XDP program costs something even when it passes
+everything (on veth it moves the device's receive onto a NAPI path of its own
+and stops the peer's super-frames: a third of the forwarding rate and ~0.05 ms
+per ping round trip in ``make bench-lab``), so a router that keeps up runs
+without it.  It is loaded at start and tried on the interface once, in the driver's
 mode only (``XDP_FLAGS_DRV_MODE``; multi-buffer frames allowed, so super-frames
 from peers with TSO still pass); where that is refused (an old kernel, a
 driver without XDP) passnat runs without it and says so once.  ``passnat run
@@ -165,7 +166,7 @@ class Shedder:
     an overload lasts (``attach`` / ``detach``, by ``Link.shed_turn``): on veth,
     a native XDP program moves the device's receive onto its own NAPI path and
     stops its peer's super-frames, which costs a third of the forwarding rate
-    and ~50 us of latency at any load (docs/performance.md)."""
+    and ~0.05 ms per round trip at any load (docs/daemon.md)."""
 
     def __init__(self, ifname: str):
         self.ifname = ifname
