@@ -208,9 +208,9 @@ class Link:
                 self._full_since = 0.0
                 try:
                     shed.attach()
-                except (OSError, IndexError) as e:
+                except OSError as e:
                     log.warning("%s: load shedding off: the kernel refused its XDP program on %s (%s)", self.name,
-                                self.linux, getattr(e, "strerror", None) or e)
+                                self.linux, e.strerror or e)
                     self.counters[LinkDrop.SHED.value] = shed.shed
                     shed.close()
                     self.shed = None

@@ -39,6 +39,7 @@ stamp).
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import mmap
 import os
@@ -204,13 +205,22 @@ class Shedder:
             raise
 
     def attach(self) -> None:
-        """Put the program on the interface (raises OSError when refused)."""
+        """Put the program on the interface (raises OSError when refused or the interface is gone)."""
         from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=self.ifname)[0]
-            ipr.link("set", index=index, xdp_fd=self.prog_fd, xdp_flags=XDP_FLAGS_DRV_MODE)
-        self.ifindex = index
+        try:
+            with IPRoute() as ipr:
+                found = ipr.link_lookup(ifname=self.ifname)
+                if not found:
+                    raise OSError(errno.ENODEV, f"no interface {self.ifname}")
+                ipr.link("set", index=found[0], xdp_fd=self.prog_fd, xdp_flags=XDP_FLAGS_DRV_MODE)
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- pyroute2's NetlinkError is not an OSError
+            code = getattr(e, "code", 0)
+            raise OSError(code if isinstance(code, int) and code > 0 else errno.EIO,
+                          os.strerror(code) if isinstance(code, int) and code > 0 else str(e)) from e
+        self.ifindex = found[0]
 
     def detach(self) -> None:
         """Take the program off the interface (quietly: the interface may be gone)."""

@@ -235,3 +235,51 @@ def test_a_flood_is_shed_before_the_kernel_and_forwarding_goes_on(lab: NetLab, t
     assert rc == 0, log.read_text()
     for itf in ("lan0", "lan1"):
         assert "xdp" not in lab.exec("r", "ip", "link", "show", "dev", itf).stdout  # taken off at stop
+
+
+def test_a_refused_attach_under_overload_turns_shedding_off_and_the_loop_goes_on(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    clock, fill = [0.0], [0.75]
+    monkeypatch.setattr(link_mod.time, "monotonic", lambda: clock[0])
+    link = Link("lan0", "veth0", shed=True)
+    prog = _Program(clock)
+    closed = []
+
+    def refuse() -> None:
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(prog, "attach", refuse)
+    monkeypatch.setattr(prog, "close", lambda: closed.append(True), raising=False)
+    link.shed = prog  # type: ignore[assignment]
+    monkeypatch.setattr(link, "ring_fill", lambda: fill[0])
+    _turns(link, clock, fill, 1.0, busy=True)  # no exception out of the loop's turn
+    assert link.shed is None and closed == [True]
+    assert any("load shedding off: the kernel refused its XDP program on veth0 (No such device)" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_pyroute2_errors_come_out_as_oserror(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyroute2
+
+    from passnat.io.shed import Shedder
+
+    class Refusing:
+        def __enter__(self) -> Refusing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def link_lookup(self, ifname: str) -> list[int]:
+            return [] if ifname == "gone0" else [5]
+
+        def link(self, *a: object, **kw: object) -> None:
+            from pyroute2.netlink.exceptions import NetlinkError
+            raise NetlinkError(95, "Operation not supported")
+
+    monkeypatch.setattr(pyroute2, "IPRoute", Refusing)
+    for name, code in (("gone0", 19), ("veth0", 95)):
+        s = Shedder(name)
+        with pytest.raises(OSError) as info:
+            s.attach()
+        assert info.value.errno == code and not s.attached
