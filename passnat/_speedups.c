@@ -559,8 +559,10 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
     if (okey == NULL)
         goto done;
     PyObject *flows = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_OUT_FLOWS), proto == 6 ? int_6 : int_17);
-    if (flows == NULL)
+    if (flows == NULL) {
+        result = PyErr_Occurred() ? -1 : 0; /* no index for the protocol: the full path decides */
         goto done;
+    }
     r = PyDict_Contains(flows, okey);
     if (r != 0) {
         result = r < 0 ? -1 : 0;
@@ -638,6 +640,10 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
     if (oport == NULL)
         goto done;
     long oport_v = PyLong_AsLong(oport);
+    if (oport_v == -1 && PyErr_Occurred()) {
+        Py_DECREF(oport);
+        goto done;
+    }
     PyObject *id = PyObject_CallNoArgs(PyTuple_GET_ITEM(st, L_NEW_ID));
     if (id == NULL || oport_v < 0 || oport_v > 0xFFFF) {
         Py_DECREF(oport);
@@ -1245,6 +1251,8 @@ walk(struct call *c, struct rxlink *L, Py_ssize_t max)
     c->name = L->name;
     Py_ssize_t head = (Py_ssize_t)L->st[ST_HEAD], nr = L->frame_nr, size = L->frame_size;
     Py_ssize_t pending = head, npending = 0, done = 0;
+    if (max > nr)
+        max = nr; /* a frame forwarded here stays the reader's until the walk ends: never come round to it */
     for (; done < max; done++) {
         unsigned char *f = c->ring + head * size;
         if (!(status_acquire(f) & TP_STATUS_USER))

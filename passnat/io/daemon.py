@@ -1,6 +1,6 @@
 """``passnat run``: the router on real interfaces (one process, one thread, one loop).
 
-Start (``start``): open every link (GRO/LRO off, TPACKET_V3 receive ring, send
+Start (``start``): open every link (GRO/LRO off, TPACKET_V2 receive ring, send
 socket), build the engine, import saved sessions, open the control socket,
 announce the router's addresses with gratuitous ARP.
 

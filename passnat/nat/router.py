@@ -243,11 +243,13 @@ class Router:
             cfast = self._cfast
             if cfast is None:
                 return self._handle(interface, packet, now)
+            if type(packet) is not bytes:
+                packet = bytes(packet)  # (bytearray, memoryview: the C fast path takes bytes only)
             lean = self.lean
             out = cfast(self._fast, interface, packet, now, Output, lean.c_state if lean is not None else None)
             if out is not None:
                 return out  # type: ignore[no-any-return]
-            return self._slow(interface, packet if type(packet) is bytes else bytes(packet), now)
+            return self._slow(interface, packet, now)
         early = self.on_timer(now)
         out = self._handle(interface, packet, now)
         return early + out if early else out

@@ -556,3 +556,17 @@ def test_new_flows_take_the_lean_path_in_the_loop(tmp_path: Path) -> None:
     last = frames[0][IP]
     assert (last.src, last.dst, last[UDP].sport, bytes(last[UDP].payload)) == (WAN, SRV, 41000, b"hello")
     assert d.links["lan1"].neigh is not None and d.links["lan1"].neigh.queued == 1
+
+
+def test_a_ring_smaller_than_the_budget_walks_each_frame_once(tmp_path: Path) -> None:
+    # frames forwarded in C stay the reader's until the walk ends: a walk never comes round to them again
+    d, _rings, txs = _established(tmp_path)
+    ring = FakeRing(frames=4)
+    ring.put([build(Spec("out", i % len(FLOWS))) for i in range(4)])
+    state = _state()
+    slow = _Slow()
+    sent_before = len(txs["lan1"].frames)  # (what establishing sent)
+    done = RX(*_call_args(d, ring, state, slow=slow, budget=256))
+    assert done == 4 and state[ST_RX_PACKETS] == 4 and state[ST_FAST] == 4 and slow.offsets == []
+    assert len(txs["lan1"].frames) - sent_before == 4
+    assert state[ST_HEAD] == 0 and all(not ring.mm[i * 2048] & 1 for i in range(4))  # all handed back

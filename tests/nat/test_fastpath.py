@@ -130,3 +130,17 @@ def test_tcp_flags_on_an_established_flow(flags: int, inbound: bool) -> None:
     assert fast.counters()["tcp_invalid_flags"] == (0 if valid else 1)
     took_fast = flags & 0x17 == 0x10
     assert fast.counters()["slow_path_packets"] == slow_before + (0 if took_fast else 1)
+
+
+def test_a_bytearray_or_memoryview_packet_takes_the_fast_path_too() -> None:
+    for r in pair():
+        first = udp(PC1, SRV, 4000, 53)
+        out = r.handle("lan0", first, 0.0)
+        oport = int.from_bytes(out[0].packet[20:22], "big")
+        r.handle("lan1", udp(SRV, WAN_ADDR, 53, oport), 0.1)  # answered: the flow is established
+        slow = r.counters()["slow_path_packets"]
+        pkt = udp(PC1, SRV, 4000, 53, b"more")
+        want = [o.packet for o in r.handle("lan0", pkt, 0.2)]
+        assert [o.packet for o in r.handle("lan0", bytearray(pkt), 0.3)] == want
+        assert [o.packet for o in r.handle("lan0", memoryview(pkt), 0.4)] == want
+        assert r.counters()["slow_path_packets"] == slow  # none of the three reached the slow path
