@@ -52,8 +52,8 @@ def errnos_text(err: int) -> str:
         return "unknown error"
 _DEFAULT_ARP = ArpTimers()
 SHED_ON_AFTER = 0.05  # s the receive ring stays 3/4 full before the shedding program goes on
-SHED_OFF_AFTER = 0.5  # s without shedding before it comes off again
-SHED_PROBE_AFTER = 2.0  # s on at most, then off to see whether passnat keeps up without it
+SHED_OFF_AFTER = 0.25  # s without shedding before it comes off again
+SHED_PROBE_AFTER = 1.0  # s on at most, then off to see whether passnat keeps up without it
 SHED_EPISODE_END = 5.0  # s off before an overload counts as over (one log line per overload)
 
 

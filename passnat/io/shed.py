@@ -23,7 +23,7 @@ shed any more, whatever the level was.
 
 The program is on the interface only while an overload lasts (``Link.shed_turn``):
 put on when passnat's receive ring has stayed three quarters full for 50 ms,
-taken off after 0.5 s without shedding, or after 2 s on to see whether passnat
+taken off after 0.25 s without shedding, or after 1 s on to see whether passnat
 keeps up without it.  An XDP program costs something even when it passes
 everything (on veth it moves the device's receive onto a NAPI path of its own
 and stops the peer's super-frames: a third of the forwarding rate and ~0.05 ms
