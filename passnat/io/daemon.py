@@ -67,7 +67,7 @@ from passnat.io.afpacket import TP_STATUS_COPY, TP_STATUS_CSUMNOTREADY, TP_STATU
 from passnat.io.capture import Capture
 from passnat.io.ether import parse_arp
 from passnat.io.hostsetup import Attachment, HostUndo
-from passnat.io.link import ST_HEAD, ST_RX_BYTES, ST_RX_PACKETS, Link
+from passnat.io.link import SHED_TURN, ST_HEAD, ST_RX_BYTES, ST_RX_PACKETS, Link
 from passnat.io.linkdrops import LinkDrop
 from passnat.io.neighbours import ArpTimers
 from passnat.io.offload import (
@@ -343,6 +343,8 @@ class Daemon:
                 if self.capture is not None:
                     self.capture.flush()
                 timeout = min(1.0, next_housekeeping - mono)
+                if any(link.shed is not None and link.shed.attached for link in self._rx_all):
+                    timeout = min(timeout, SHED_TURN)  # the shedding program comes off on time when idle
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - self.clock()))
 

@@ -53,6 +53,7 @@ def errnos_text(err: int) -> str:
 _DEFAULT_ARP = ArpTimers()
 SHED_ON_AFTER = 0.05  # s the receive ring stays 3/4 full before the shedding program goes on
 SHED_OFF_AFTER = 0.25  # s without shedding before it comes off again
+SHED_TURN = 0.05  # s: the longest an idle loop waits while the shedding program is on (so it comes off on time)
 SHED_PROBE_AFTER = 1.0  # s on at most, then off to see whether passnat keeps up without it
 SHED_EPISODE_END = 5.0  # s off before an overload counts as over (one log line per overload)
 
