@@ -275,7 +275,7 @@ count_flow(PyObject *s, PyObject *hop, PyObject *now)
 enum { L_INGRESS, L_EGRESS, L_MSS, L_LOCAL, L_BCAST, L_ROUTES, L_ROUTE, L_TCP_FIRST, L_UDP, L_UDP_DNS,
        L_DNS_PORTS, L_HOPS, L_MAKE_HOP, L_OUT_FLOWS, L_COUNTERS, L_ROUTER, L_U16, L_ADMIT, L_MAPPING_FOR,
        L_NEW_ID, L_ADD, L_SESSION, L_KEEP, L_NAPT, L_TCPUDP, L_LOG_EVENT, L_NAT_GLOBALS,
-       L_UDP_IKE, L_STRICT_RPF, L_SLOW_HOPS, L_MAKE_SLOW_HOP, L_LEN };
+       L_UDP_IKE, L_STRICT_RPF, L_SLOW_HOPS, L_MAKE_SLOW_HOP, L_MAPPINGS, L_POOLS, L_LOG_LAST, L_LEN };
 
 /* 1 when a TCP segment's flags are a combination some stack sends (packet/tcp.py VALID_FLAGS:
  * Linux conntrack's set, PSH/ECE/CWR aside); the others are the slow path's to drop. */
@@ -292,6 +292,7 @@ tcp_flags_valid(unsigned flags)
 
 static PyObject *str_slow_path_packets, *str_tcp_mss_clamped, *str_clock, *str_out_port, *str_no_port, *kw_keep;
 static PyObject *str_nat_no_free_port; /* Drop.NO_PORT */
+static PyObject *str_free, *msg_no_port_tcp, *msg_no_port_udp;
 static PyObject *int_1, *int_1023, *int_1024, *int_65535;
 
 static inline unsigned be16(const unsigned char *b) { return ((unsigned)b[0] << 8) | b[1]; }
@@ -439,6 +440,52 @@ advance_clock(PyObject *rt, PyObject *now)
     int r = PyObject_RichCompareBool(now, clock, Py_GT);
     Py_DECREF(clock);
     return r < 0 || (r && PyObject_SetAttr(rt, str_clock, now) < 0) ? -1 : 0;
+}
+
+/* 1 when TableState.mapping_for would return None for this endpoint without a search: it has no
+ * mapping yet and the pool of (protocol, global address) has no free port left in the range
+ * (nat/ports.py IdPool._free: the free counts of 0, 1-1023 and 1024-65535, which _counted reads);
+ * 0 when mapping_for must decide; -1 on error. */
+static int
+range_full(PyObject *st, PyObject *proto, PyObject *oif, PyObject *src, PyObject *sport, PyObject *out_addr, int low)
+{
+    PyObject *key = PyTuple_Pack(4, proto, oif, src, sport);
+    if (key == NULL)
+        return -1;
+    PyObject *m = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_MAPPINGS), key);
+    Py_DECREF(key);
+    if (m != NULL || PyErr_Occurred())
+        return m != NULL ? 0 : -1;
+    if ((key = PyTuple_Pack(2, proto, out_addr)) == NULL)
+        return -1;
+    PyObject *pool = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_POOLS), key);
+    Py_DECREF(key);
+    if (pool == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *free_ = PyObject_GetAttr(pool, str_free);
+    if (free_ == NULL)
+        return -1;
+    long n = 1;
+    if (PyList_CheckExact(free_) && PyList_GET_SIZE(free_) == 3)
+        n = PyLong_AsLong(PyList_GET_ITEM(free_, low ? 1 : 2));
+    Py_DECREF(free_);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    return n == 0;
+}
+
+/* 1 when Router.log_event(key, now, ...) would log (nothing for key in the last second), else 0;
+ * -1 on error.  Spares building and passing the message for every refused packet of a flood. */
+static int
+log_due(PyObject *st, PyObject *key, PyObject *now)
+{
+    PyObject *last = PyDict_GetItemWithError(PyTuple_GET_ITEM(st, L_LOG_LAST), key);
+    if (last == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    double l = PyFloat_AsDouble(last), t = PyFloat_AsDouble(now);
+    if ((l == -1.0 || t == -1.0) && PyErr_Occurred())
+        return -1;
+    return t - l >= 1.0 || t < l;
 }
 
 /*
@@ -593,21 +640,24 @@ lean(PyObject *st, PyObject *iface, unsigned char *p, Py_ssize_t *np, Py_ssize_t
     /* ---- committed: the same session the full path makes ---- */
     PyObject *u16 = PyTuple_GET_ITEM(st, L_U16);
     PyObject *sp = PyList_GET_ITEM(u16, sport), *dp = PyList_GET_ITEM(u16, dport);
-    PyObject *margs[7] = {proto == 6 ? int_6 : int_17, oif, srcl, sp, out_addr, sport < 1024 ? int_1 : int_1024,
-                          sport < 1024 ? int_1023 : int_65535};
-    PyObject *margs_kw[8] = {margs[0], margs[1], margs[2], margs[3], margs[4], margs[5], margs[6],
-                             PyTuple_GET_ITEM(st, L_KEEP)};
-    m = PyObject_Vectorcall(PyTuple_GET_ITEM(st, L_MAPPING_FOR), margs_kw, 7, kw_keep);
+    if ((r = range_full(st, proto == 6 ? int_6 : int_17, oif, srcl, sp, out_addr, sport < 1024)) != 0) {
+        if (r < 0)
+            goto done;
+        m = Py_NewRef(Py_None); /* what mapping_for returns then, without calling it (a cheap refusal) */
+    } else {
+        PyObject *margs[8] = {proto == 6 ? int_6 : int_17, oif, srcl, sp, out_addr, sport < 1024 ? int_1 : int_1024,
+                              sport < 1024 ? int_1023 : int_65535, PyTuple_GET_ITEM(st, L_KEEP)};
+        m = PyObject_Vectorcall(PyTuple_GET_ITEM(st, L_MAPPING_FOR), margs, 7, kw_keep);
+    }
     if (m == NULL)
         goto done;
     if (m == Py_None) {
-        /* the range is full: refused here, as the full path would (logged, counted) */
-        PyObject *msg = PyUnicode_FromFormat("NAPT: no free %u port on the global address", proto);
-        PyObject *largs[3] = {str_no_port, now, msg};
-        obj = msg ? PyObject_Vectorcall(PyTuple_GET_ITEM(st, L_LOG_EVENT), largs, 3, NULL) : NULL;
-        Py_XDECREF(msg);
-        if (obj == NULL)
-            goto done;
+        /* the range is full: refused here, as the full path would (logged once a second, counted) */
+        if ((r = log_due(st, str_no_port, now)) != 0) {
+            PyObject *largs[3] = {str_no_port, now, proto == 6 ? msg_no_port_tcp : msg_no_port_udp};
+            if (r < 0 || (obj = PyObject_Vectorcall(PyTuple_GET_ITEM(st, L_LOG_EVENT), largs, 3, NULL)) == NULL)
+                goto done;
+        }
         PyObject *counters = PyTuple_GET_ITEM(st, L_COUNTERS);
         if (count(counters, str_slow_path_packets) < 0 || count(counters, str_nat_no_free_port) < 0)
             goto done;
@@ -1487,6 +1537,9 @@ PyInit__speedups(void)
     str_out_port = PyUnicode_InternFromString("out_port");
     str_no_port = PyUnicode_InternFromString("no_port");
     str_nat_no_free_port = PyUnicode_InternFromString("nat_no_free_port");
+    str_free = PyUnicode_InternFromString("_free");
+    msg_no_port_tcp = PyUnicode_FromString("NAPT: no free 6 port on the global address");
+    msg_no_port_udp = PyUnicode_FromString("NAPT: no free 17 port on the global address");
     kw_keep = Py_BuildValue("(s)", "keep");
     int_0 = PyLong_FromLong(0);
     int_1 = PyLong_FromLong(1);
@@ -1496,7 +1549,7 @@ PyInit__speedups(void)
     int_1024 = PyLong_FromLong(1024);
     int_65535 = PyLong_FromLong(65535);
     if (!str_slow_path_packets || !str_tcp_mss_clamped || !str_clock || !str_out_port || !str_no_port
-        || !str_nat_no_free_port || !kw_keep
+        || !str_nat_no_free_port || !str_free || !msg_no_port_tcp || !msg_no_port_udp || !kw_keep
         || !int_0
         || !int_1 || !int_6 || !int_17 || !int_1023 || !int_1024 || !int_65535)
         return NULL;

@@ -112,7 +112,8 @@ class LeanPath:
                         self.tcp_first, self.udp, self.udp_dns, self.dns_ports, self._hops, self._hop,
                         t.out_flows, r._counters, r, U16, t.admit, t.mapping_for, t.new_id, t.add, Session,
                         t.rng is None, "napt", "tcpudp", r.log_event, r.nat_globals,
-                        self.udp_ike, self.strict_rpf, self._slow_hops, self._slow_hop)
+                        self.udp_ike, self.strict_rpf, self._slow_hops, self._slow_hop,
+                        t.mappings, t.pools, r._log_last)
 
     def _hop(self, route: tuple[str, str], slow: bool = False) -> Any:
         """The shared Hop (flow.py) of a fast-path direction that takes ``route`` (Router.hop);

@@ -242,25 +242,33 @@ def test_engine_many_hosts_same_ports_then_exhaustion_refusals_are_o1() -> None:
 
 
 def test_refusals_on_the_lean_path_equal_the_full_pipeline(caplog: pytest.LogCaptureFixture) -> None:
-    """The lean path (nat/lean.py) refuses a new flow when the range is full exactly as the full
-    pipeline does: same outputs, counters and log lines."""
-    routers = [passnat.Router(passnat.parse_config(CONFIG), seed=1, lean=lean) for lean in (True, False)]
+    """The lean path (nat/lean.py, and its C build, which refuses without calling mapping_for
+    when the pool's free count for the range is 0) refuses a new flow when the range is full
+    exactly as the full pipeline does: same outputs, counters and log lines; an endpoint that
+    already has a mapping keeps getting sessions on it (endpoint-independent mapping)."""
+    routers = [passnat.Router(passnat.parse_config(CONFIG), seed=1, lean=lean, speedups=c)
+               for lean, c in ((True, None), (True, False), (False, False))]
     wan = _addr("203.0.113.1")
+    remote = _addr("198.51.100.7")
+    mapped = _addr("10.0.3.2")
     for r in routers:
+        assert len(r.handle("lan0", syn(mapped, remote, 40000, 443), 1.0)) == 1  # its mapping: port 40000
         for proto in (6, 17):
             pool = r.table.pool(proto, wan)
             for v in range(1024, 65536):
-                pool.claim(v, "full")  # every high port taken (8080 stays SNAPT's)
-    remote = _addr("198.51.100.7")
+                pool.claim(v, "full")  # every other high port taken (8080 stays SNAPT's)
+            assert not pool.has_free(1024, 65535)
     logs = []
     for r in routers:
         caplog.clear()
         with caplog.at_level(logging.WARNING, "passnat"):
             outs = [r.handle("lan0", syn(_addr("10.0.3.1"), remote, 20000 + i, 443), 5.0 + i * 0.4) for i in range(10)]
             outs.append(r.handle("lan0", syn(_addr("10.0.3.1"), remote, 999, 443), 9.0))  # the low range is free
+            outs.append(r.handle("lan0", syn(mapped, remote + 1, 40000, 443), 9.5))  # a second flow, same mapping
         logs.append([rec.getMessage() for rec in caplog.records])
-        assert outs[:10] == [[]] * 10 and len(outs[10]) == 1
-    assert routers[0].counters() == routers[1].counters()
+        assert outs[:10] == [[]] * 10 and len(outs[10]) == 1 and len(outs[11]) == 1
+        assert outs[11][0].packet[12:16] == socket.inet_aton("203.0.113.1") and outs[11][0].packet[20:22] == b"\x9c\x40"
+    assert routers[0].counters() == routers[1].counters() == routers[2].counters()
     assert routers[0].counters()["nat_no_free_port"] == 10
-    assert logs[0] == logs[1] and len(logs[0]) == 4  # once a second
-    assert routers[0].sessions() == routers[1].sessions()
+    assert logs[0] == logs[1] == logs[2] and len(logs[0]) == 4  # once a second
+    assert routers[0].sessions() == routers[1].sessions() == routers[2].sessions()
