@@ -294,3 +294,47 @@ def test_the_backup_learns_which_sessions_were_answered() -> None:
     incremental(sa, sb, 1.0, 101.0)
     assert a.table.unreplied(pc1) == b.table.unreplied(pc1) == 1
     assert sorted(s.ur for s in b.table.all()) == sorted(s.ur for s in a.table.all()) == [0, 0, 1]
+
+
+def _aton(host: str) -> int:
+    return int.from_bytes(bytes(int(x) for x in host.split(".")), "big")
+
+
+def _in_order(sa: sync.SyncState, now: float) -> list[dict[str, Any]]:
+    """Every noted change, one per message, the records of live sessions before the removals
+    (an order the change set may produce: the new owner's record before the old owner's end)."""
+    msgs = []
+    while (m := sa.take(now, limit=1)) is not None:
+        msgs.append(wire(m))
+    return sorted(msgs, key=lambda m: bool(m["r"]))
+
+
+def test_an_spi_bound_again_on_the_master_moves_on_the_backup_whatever_the_order() -> None:
+    a, sa, b, sb = pair()
+    one(a.handle("lan0", _esp(PC1, SERVER, 0x11, 1, b"a"), 0.0))
+    one(a.handle("lan1", _esp(SERVER, WAN_ADDR, 0x12, 1, b"a"), 0.0))  # inbound 0x12: PC1's
+    one(a.handle("lan0", _esp(PC2, SERVER, 0x21, 1, b"b"), 0.0))
+    one(a.handle("lan1", _esp(SERVER, WAN_ADDR, 0x22, 1, b"b"), 0.0))
+    incremental(sa, sb, 0.0, 0.0)
+    assert view(b) == view(a)
+    a.clear_sessions(next(s.id for s in a.table.all() if s.proto == 50 and s.in_addr == _aton(PC1)))
+    one(a.handle("lan0", _esp(PC2, SERVER, 0x31, 1, b"b"), 1.0))  # PC2's next SA
+    assert one(a.handle("lan1", _esp(SERVER, WAN_ADDR, 0x12, 2, b"b"), 1.0)).dst == PC2  # 0x12 now PC2's
+    for m in _in_order(sa, 1.0):
+        sb.apply("update", m, 1.0)
+    assert view(b) == view(a)
+    assert one(b.handle("lan1", _esp(SERVER, WAN_ADDR, 0x12, 3, b"b"), 2.0)).dst == PC2
+
+
+def test_a_call_id_handed_out_again_on_the_master_moves_on_the_backup_whatever_the_order() -> None:
+    a, sa, b, sb = pair()
+    pptp_call(a, PC1, 41000, 0x1234, 0x80, 0.0)
+    incremental(sa, sb, 0.0, 0.0)
+    ctrl = next(s for s in a.table.all() if s.handler == "pptp")
+    a.clear_sessions(ctrl.id)
+    pptp_call(a, PC2, 41001, 0x1234, 0x81, 1.0)  # the same outside Call ID again, now PC2's
+    assert view(a)["calls"] and view(a)["gre_in"]
+    for m in _in_order(sa, 1.0):
+        sb.apply("update", m, 1.0)
+    assert view(b) == view(a)
+    assert sb.counters["ha_sync_conflicts"] == 0

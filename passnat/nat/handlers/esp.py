@@ -563,17 +563,15 @@ class EspHandler(AddressOnlyHandler):
 
     def update_info(self, s: Session, info: dict[str, Any] | None) -> None:
         """The peer router's newer SPI data for a session this router has (HA sync, passnat/ha):
-        SPIs it learned since are bound here too, unless another live session owns them."""
+        SPIs it learned since are bound here too, also when another session still holds one here
+        -- the record is newer: the master binds an SPI again only once its old owner has ended,
+        and that end may come in a later message (as ``restore`` does for a new session)."""
         s.info = dict(info) if info else None
         g = self.group(s.nat_if, s.rem_addr)
         fresh = _info(s)
         for table, spis in ((g.out_spi, fresh["out_spis"]), (g.in_spi, fresh["in_spis"])):
             for spi in spis:
-                owner = table.get(spi)
-                if owner is None or owner is s or not owner.alive:
-                    table[spi] = s
-                else:
-                    self.router.count("ha_sync_spi_conflicts")
+                table[spi] = s
 
     def error_session(self, q: Quoted, outbound: bool) -> tuple[Session, int | None] | None:
         if not outbound:

@@ -466,6 +466,7 @@ class PptpHandler(TcpUdpHandler):
                 call = found
             else:
                 call = Call(ctrl=s, host=s.in_addr, inside_id=inside, outside_id=outside, since=s.last)
+                self._make_way(s, outside)
                 if not self._pool(s).claim(outside, call):
                     self.router.count("ha_sync_conflicts")
                     continue
@@ -484,6 +485,20 @@ class PptpHandler(TcpUdpHandler):
             elif state != "clearing":
                 call.state = state
         self._sync(s)
+
+    def make_way(self, s: Session) -> None:
+        """HA sync, before ``restore`` of a control connection from the peer router: its calls'
+        outside Call IDs are taken here from whatever still holds them (see ``_make_way``)."""
+        for _inside, outside, _peer, _state in (s.info or {}).get("pptp_calls", []):
+            self._make_way(s, outside)
+
+    def _make_way(self, s: Session, outside: int) -> None:
+        """End a call of another control connection that holds ``outside`` here: the peer's record
+        is newer (the master hands an outside Call ID out again only once its old call ended, and
+        that end may come in a later message)."""
+        holder = self._pool(s).used.get(outside)
+        if isinstance(holder, Call) and holder.ctrl is not s:
+            self._end(holder)
 
     def on_remove(self, s: Session) -> None:
         self.end_all(s, s.last)
