@@ -422,9 +422,6 @@ class SyncState:
         if s.nat_if not in router.nat_ifaces or s.last + s.timeout <= now or restore is None:
             self.counters["ha_sync_conflicts"] += 1
             return False
-        make_way = getattr(handler, "make_way", None)
-        if make_way is not None:
-            make_way(s)  # (PPTP: Call IDs still held here by a call whose end comes later)
         if not restore(s):
             if first and len(self._retry) < 4096:
                 self._retry.append((r, shift))  # once more after the next message's removals

@@ -433,11 +433,13 @@ class PptpHandler(TcpUdpHandler):
         self.router.table.touched(s)
 
     def restore(self, s: Session) -> bool:
-        """A saved control connection and its calls (GRE sessions follow, see persist)."""
+        """A saved control connection and its calls (GRE sessions follow, see persist); from the
+        peer router (HA sync) its calls take their outside Call IDs from whatever holds them here."""
         if not super().restore(s):
             return False
         for inside, outside, peer, state in (s.info or {}).get("pptp_calls", []):
             call = Call(ctrl=s, host=s.in_addr, inside_id=inside, outside_id=outside, state=state, since=s.last)
+            self._make_way(s, outside)
             if not self._pool(s).claim(outside, call):
                 continue
             self.calls.setdefault(s.id, []).append(call)
@@ -485,12 +487,6 @@ class PptpHandler(TcpUdpHandler):
             elif state != "clearing":
                 call.state = state
         self._sync(s)
-
-    def make_way(self, s: Session) -> None:
-        """HA sync, before ``restore`` of a control connection from the peer router: its calls'
-        outside Call IDs are taken here from whatever still holds them (see ``_make_way``)."""
-        for _inside, outside, _peer, _state in (s.info or {}).get("pptp_calls", []):
-            self._make_way(s, outside)
 
     def _make_way(self, s: Session, outside: int) -> None:
         """End a call of another control connection that holds ``outside`` here: the peer's record
