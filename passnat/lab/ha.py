@@ -144,8 +144,14 @@ class HaPair:
         for r in self.routers.values():
             (r.run_dir / "ha-role").unlink(missing_ok=True)
             r.apply(variant)
-        for box in self.routers:
-            self.start_keepalived(box)
+        # keepalived one router at a time: with ``nopreempt`` whichever keepalived first finds no
+        # master keeps the role, and started together the 0.4 s by which router's higher priority
+        # wins is lost to one slow health check on a loaded machine (router2 then stays master).
+        # router alone becomes master; router2, started next, hears its adverts and stays backup.
+        self.start_keepalived(ROUTER)
+        self.wait_roles(ROUTER, timeout=30.0)
+        self.start_keepalived(ROUTER2)
+        time.sleep(2.5)  # longer than router2's master-down interval (3 x 0.5 s + skew)
         self.variant = variant
         self.wait_roles(ROUTER, timeout=20.0)
 
