@@ -433,8 +433,9 @@ class PptpHandler(TcpUdpHandler):
         self.router.table.touched(s)
 
     def restore(self, s: Session) -> bool:
-        """A saved control connection and its calls (GRE sessions follow, see persist); from the
-        peer router (HA sync) its calls take their outside Call IDs from whatever holds them here."""
+        """A saved control connection and its calls (GRE sessions follow, see persist), from a state
+        file or the peer router (HA sync); each call takes its outside Call ID from whatever other
+        control connection holds it here (``_make_way``: the record being restored is the newer)."""
         if not super().restore(s):
             return False
         for inside, outside, peer, state in (s.info or {}).get("pptp_calls", []):
