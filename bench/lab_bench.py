@@ -264,7 +264,7 @@ class Bench:
     def start_passnat(self) -> None:
         conf = self.work / "router.conf"
         conf.write_text(CONFIG)
-        self.passnat = self.lab.spawn("r", ["nice", "-n", str(self.args.router_nice), "taskset", "-c", str(self.args.router_cpu),
+        self.passnat = self.lab.spawn("r", [*self.router_priority(), "taskset", "-c", str(self.args.router_cpu),
                                             sys.executable, "-m", "passnat", "run",
                                             "--config", str(conf), "--control", self.ctl, "--log-level", "warning",
                                             "--prepare", *self.args.passnat_arg],
@@ -279,6 +279,12 @@ class Bench:
             except ClientError:
                 time.sleep(0.1)
         raise BenchError(f"passnat did not start: {self.passnat_log()}")
+
+    def router_priority(self) -> list[str]:
+        """The command prefix that sets passnat's scheduling: nice, or SCHED_FIFO (``--router-fifo``)."""
+        if self.args.router_fifo:
+            return ["chrt", "-f", str(self.args.router_fifo)]
+        return ["nice", "-n", str(self.args.router_nice)]
 
     def passnat_log(self) -> str:
         path = self.work / "passnat.log"
@@ -635,6 +641,8 @@ def main() -> int:
     ap.add_argument("--sender-nice", type=int, default=-10, help="the sender's nice value (default -10)")
     ap.add_argument("--router-nice", type=int, default=-10,
                     help="passnat's nice value (default -10; the kernel NAT runs in softirq, ahead of every process)")
+    ap.add_argument("--router-fifo", type=int, default=0, metavar="PRIO",
+                    help="run passnat SCHED_FIFO at this priority (chrt -f) instead of at --router-nice")
     ap.add_argument("--passnat-arg", action="append", default=[], metavar="ARG",
                     help="one more argument for passnat run (repeatable), e.g. --passnat-arg=--no-shed")
     ap.add_argument("--json", metavar="FILE", help="also write every figure (and every trial) as JSON")
