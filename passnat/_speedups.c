@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -997,6 +998,7 @@ struct call {
     PyObject *name;         /* the interface being walked */
     struct port ports[MAX_PORTS];
     int nports;
+    int python;             /* a frame of this call was not an established flow's: no sleeping here */
 };
 
 static inline uint32_t rd32(const unsigned char *b)
@@ -1313,7 +1315,9 @@ walk(struct call *c, struct rxlink *L, Py_ssize_t max)
             npending++;
         } else if (c->ft != NULL && c->lean != NULL && lean_one(c, head * size)) {
             npending++; /* its output (if queued here) is sent with the others, before the slot goes back */
+            c->python = 1;
         } else {
+            c->python = 1;
             flush_all(c);
             for (; npending; npending--, pending = (pending + 1) % nr)
                 release(c->ring + pending * size);
@@ -1355,6 +1359,88 @@ mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+#define MAX_POLLFDS 64
+
+/* What ring_rx may sleep on when the rings are idle (its 13th argument). */
+struct sleep {
+    int64_t until;          /* CLOCK_MONOTONIC ns: return by then (0: never sleep) */
+    struct pollfd fds[MAX_POLLFDS];
+    int nfds;
+    int rings[MAX_LINKS];   /* which of those descriptors are the rings */
+    int nrings;
+};
+
+/*
+ * Sleep in poll() on every descriptor the daemon watches, at most until
+ * s->until.  1: only rings became readable (walk them again, here); 0: a
+ * timeout, a signal, an error or any other descriptor (the daemon's turn).
+ */
+static int
+sleep_on_rings(struct sleep *s, int64_t now)
+{
+    int64_t left = s->until - now;
+    if (left <= 0)
+        return 0;
+    for (int i = 0; i < s->nfds; i++)
+        s->fds[i].revents = 0;
+    int ms = left > 1000000000LL ? 1000 : (int)((left + 999999) / 1000000);
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = poll(s->fds, (nfds_t)s->nfds, ms);
+    Py_END_ALLOW_THREADS
+    if (r <= 0)
+        return 0;
+    int rings = 0;
+    for (int i = 0; i < s->nfds; i++) {
+        if (!s->fds[i].revents)
+            continue;
+        int ring = 0;
+        for (int k = 0; k < s->nrings && !ring; k++)
+            ring = s->fds[i].fd == s->rings[k];
+        if (!ring || (s->fds[i].revents & ~POLLIN))
+            return 0;
+        rings++;
+    }
+    return rings > 0;
+}
+
+/* Parse ring_rx's sleep argument (None, or (until_ns, pollfds, ring_fds)); -1 with an exception. */
+static int
+parse_sleep(PyObject *arg, struct sleep *s)
+{
+    s->until = 0;
+    s->nfds = s->nrings = 0;
+    if (arg == Py_None)
+        return 0;
+    if (!PyTuple_CheckExact(arg) || PyTuple_GET_SIZE(arg) != 3 || !PyLong_CheckExact(PyTuple_GET_ITEM(arg, 0))
+        || !PyBytes_CheckExact(PyTuple_GET_ITEM(arg, 1)) || !PyTuple_CheckExact(PyTuple_GET_ITEM(arg, 2))) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx(): sleep must be None or (until_ns, pollfds bytes, ring fds)");
+        return -1;
+    }
+    long long until = PyLong_AsLongLong(PyTuple_GET_ITEM(arg, 0));
+    if (until == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *fds = PyTuple_GET_ITEM(arg, 1), *rings = PyTuple_GET_ITEM(arg, 2);
+    Py_ssize_t len = PyBytes_GET_SIZE(fds), nr = PyTuple_GET_SIZE(rings);
+    if (len % (Py_ssize_t)sizeof(struct pollfd) || nr > MAX_LINKS) {
+        PyErr_SetString(PyExc_ValueError, "ring_rx(): pollfds must be whole struct pollfd, at most 16 ring fds");
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < nr; k++) {
+        long fd = PyLong_AsLong(PyTuple_GET_ITEM(rings, k));
+        if (fd == -1 && PyErr_Occurred())
+            return -1;
+        s->rings[k] = (int)fd;
+    }
+    if (len / (Py_ssize_t)sizeof(struct pollfd) > MAX_POLLFDS || nr == 0)
+        return 0; /* too many to copy here: never sleep in this call (the daemon's poll does) */
+    s->nfds = (int)(len / (Py_ssize_t)sizeof(struct pollfd));
+    s->nrings = (int)nr;
+    memcpy(s->fds, PyBytes_AS_STRING(fds), (size_t)len);
+    s->until = until;
+    return 0;
+}
+
 static void
 release_links(struct rxlink *links, int n)
 {
@@ -1368,8 +1454,8 @@ release_links(struct rxlink *links, int n)
 }
 
 /*
- * ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send, error, Output)
- *   -> frames walked
+ * ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send, error, Output
+ *         [, sleep]) -> frames walked
  *
  *   links        a tuple of (interface, ring, frame_nr, frame_size, plain, state, slow) per link:
  *                  ring        the mmap'ed TPACKET_V2 ring (frame_nr slots of frame_size bytes)
@@ -1389,6 +1475,13 @@ release_links(struct rxlink *links, int n)
  *                flow); its output is sent from here, or by send(outputs, interface, packet,
  *                now) (Daemon._send) when its next hop needs ARP; error(interface, exception)
  *                reports an exception it raised (Daemon._lean_error)
+ *   sleep        (optional) None, or (until_ns, pollfds, ring_fds): when the spin found
+ *                nothing and every frame of this call was an established flow's, sleep in
+ *                poll() on pollfds (every descriptor the daemon watches, as struct pollfd
+ *                bytes) until CLOCK_MONOTONIC until_ns instead of returning; when only
+ *                ring_fds became readable, read the clock (the daemon's time.monotonic) as
+ *                the new now and walk again.  Any other descriptor, a signal, the time or a
+ *                wake-up for a slot that is not ours returns (Daemon._drain_all)
  *
  * The links take turns, CHUNK frames each, until none has a frame waiting (and
  * the spin found none) or the budget is spent.  In each ring, the slots the
@@ -1403,13 +1496,18 @@ release_links(struct rxlink *links, int n)
 static PyObject *
 ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "ring_rx() takes 12 arguments");
+    if (nargs != 12 && nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "ring_rx() takes 12 or 13 arguments");
         return NULL;
     }
     PyObject *lks = args[0];
     struct call c;
     c.nports = 0;
+    c.python = 0;
+    struct sleep sl;
+    if (parse_sleep(nargs == 13 ? args[12] : Py_None, &sl) < 0)
+        return NULL;
+    PyObject *now_own = NULL; /* the clock read after a sleep here */
     c.now = args[2];
     c.egress = args[5];
     c.lean = args[8] == Py_None ? NULL : args[8];
@@ -1473,6 +1571,7 @@ ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t total = 0;
     int64_t spin_from = 0;
+    int woke = 0;
     while (total < budget) {
         Py_ssize_t round = 0;
         for (int i = 0; i < n && total < budget; i++) {
@@ -1483,22 +1582,44 @@ ring_rx(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         if (round) {
             spin_from = 0;
+            woke = 0;
             continue;
         }
-        if (spin_ns <= 0 || total == 0)
-            break;
+        if (total == 0 || woke)
+            break; /* nothing at all, or poll() woke us for a slot that is not ours: the daemon's turn */
         int64_t t = mono_ns();
-        if (spin_from == 0)
-            spin_from = t;
-        else if (t - spin_from >= spin_ns)
+        if (spin_ns > 0) {
+            if (spin_from == 0)
+                spin_from = t;
+            if (t - spin_from < spin_ns) {
+                cpu_relax();
+                continue;
+            }
+        }
+        /* Idle after established flows only: sleep here on every descriptor rather than
+           return to the daemon's poll; the frame that wakes us is walked without a turn of
+           the Python loop in between (the daemon's own sleep when sl.until is 0). */
+        if (c.python || sl.until == 0 || !sleep_on_rings(&sl, t))
             break;
-        cpu_relax();
+        t = mono_ns();
+        if (t >= sl.until)
+            break;
+        PyObject *f = PyFloat_FromDouble((double)t / 1e9); /* time.monotonic(), as the daemon's clock */
+        if (f == NULL) {
+            PyErr_Clear();
+            break;
+        }
+        Py_XSETREF(now_own, f);
+        c.now = f;
+        woke = 1;
+        spin_from = 0;
     }
     for (int i = 0; i < c.nports; i++) {
         PyBuffer_Release(&c.ports[i].view);
         Py_DECREF(c.ports[i].entry);
     }
     release_links(links, n);
+    Py_XDECREF(now_own);
     return PyLong_FromSsize_t(total);
 
 fail:
@@ -1514,7 +1635,8 @@ static PyMethodDef methods[] = {
     {"fast", (PyCFunction)(void (*)(void))fast, METH_FASTCALL,
      "fast(tables, interface, packet, now, Output[, lean_state]) -> [Output] or None (take the slow path)"},
     {"ring_rx", (PyCFunction)(void (*)(void))ring_rx, METH_FASTCALL,
-     "ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send, error, Output)\n"
+     "ring_rx(links, budget, now, fast, fast_tables, egress, partial_max, spin_ns, lean, send, error, Output"
+     "[, sleep])\n"
      "-> frames walked:\n"
      "walk TPACKET_V2 rings in turn, forwarding established flows, handing every other frame to\n"
      "its link's slow(offset, now)"},

@@ -22,8 +22,15 @@ Loop (``run``), one turn:
 The receive loop in C: when ``passnat._speedups`` is built (and
 ``PASSNAT_PURE`` is not set), ``_drain_all`` hands every ring to ``ring_rx``.
 The links take turns, 64 frames each, until no frame waits (after traffic it
-keeps looking for ``spin_us``, 50 µs, before the loop sleeps in ``poll``: a
-reply that follows closely needs no wake-up) or 512 frames were walked.  It
+keeps looking for ``spin_us``, 50 µs, before it sleeps: a reply that follows
+closely needs no wake-up) or 512 frames were walked.  When every frame it
+walked was an established flow's, it sleeps in ``poll`` itself, on every
+descriptor the reactor watches, until the loop's next turn is due
+(``_until``: timers, housekeeping); a frame that arrives is walked at once,
+and anything else (the control socket, a signal, the time) returns to the
+loop.  That spares an established flow's packet the wake-up through the
+Python loop (~0.08 ms on the bench VM, docs/daemon.md).  The pure-Python
+twin (``_walk_python``) never sleeps: the loop's own ``poll`` does.  It
 forwards established TCP/UDP flows and ICMP echo whose next hop is resolved
 -- the engine's fast path plus ``_send``, same bytes, same counters --
 straight from the ring slot to the egress socket (``sendmmsg`` batches), and
@@ -112,7 +119,7 @@ class DaemonOptions:
     geometry: RingGeometry = field(default_factory=RingGeometry)
     arp_timers: ArpTimers = field(default_factory=ArpTimers)
     budget: int = 512  # frames per loop turn, all links (they take turns, 64 frames each: an ARP reply is read soon)
-    spin_us: int = 50  # after traffic, the C loop keeps looking for frames this long before poll() sleeps
+    spin_us: int = 50  # after traffic, the C loop keeps looking for frames this long before it sleeps
     shed: bool = True  # the load-shedding XDP program on every interface (passnat/io/shed.py)
     host_undo: HostUndo | None = None
     capture: str | None = None  # pcapng of everything the router sends (passnat/io/capture.py)
@@ -137,6 +144,10 @@ class Daemon:
         self.ring_rx: Callable[..., int] | None = _ring_rx
         self._rx_links: tuple[Any, ...] = ()
         self._rx_all: tuple[Link, ...] = ()
+        self._ring_fds: tuple[int, ...] = ()
+        #: time.monotonic() by which the loop's next turn is due (timers, housekeeping): the C
+        #: receive loop may sleep on the descriptors itself until then (0: it may not)
+        self._until = 0.0
         self.counters: Counter[str] = Counter()
         self.partial_max = self._partial_max(config)
         self.control: ControlServer | None = None
@@ -313,7 +324,12 @@ class Daemon:
         next_housekeeping = 0.0
         timeout: float | None = 0.0
         while not self.stopping:
-            reactor.dispatch(reactor.poll(timeout))
+            events = reactor.poll(timeout)
+            for fd, _revents in events:
+                if fd not in self._ring_fds:  # the control socket, HA, a signal: what it starts gets
+                    self._until = 0.0         # this loop's turn before the C walk may sleep again
+                    break
+            reactor.dispatch(events)
             more = self._drain_all()
             for link in self._rx_all:
                 link.shed_turn(more)
@@ -339,14 +355,18 @@ class Daemon:
                     self.saver.tick(self.router, self.clock)  # periodic --state-file save (forked)
             if more:
                 timeout = 0.0
+                self._until = 0.0
             else:
                 if self.capture is not None:
                     self.capture.flush()
                 timeout = min(1.0, next_housekeeping - mono)
                 if any(link.shed is not None and link.shed.attached for link in self._rx_all):
                     timeout = min(timeout, SHED_TURN)  # the shedding program comes off on time when idle
+                until = mono + timeout
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - self.clock()))
+                    until = min(until, deadline)
+                self._until = until
 
     def _timers(self, now: float) -> float | None:
         """Run due engine and ARP timers; the next deadline (engine clock) or None."""
@@ -379,8 +399,19 @@ class Daemon:
 
     def _drain_all(self) -> bool:
         """Walk every link's ring, the links taking turns (64 frames each), up to the budget; True
-        when frames may still be waiting (the budget ran out)."""
-        return self._walk(self._rx_links, self._rx_all, self.options.spin_us * 1000)
+        when frames may still be waiting (the budget ran out).
+
+        The C loop may also sleep on every watched descriptor until the loop's next turn is due
+        (``_until``), after a walk of established flows only: a frame that then arrives is walked
+        at once, without a turn of this loop first (the wake-up through Python costs ~0.08 ms per
+        packet on the bench VM, docs/daemon.md).  Not while a stop or reload is pending, nor
+        with a clock other than time.monotonic (the one the C loop reads after its sleep)."""
+        sleep = None
+        if (self.ring_rx is not None and self._until > 0.0 and self.clock is time.monotonic
+                and not self.stopping and not self.reload_requested):
+            until = min(self._until, self.router.deadline)  # (the engine's clock is time.monotonic here)
+            sleep = (int(until * 1e9), self.reactor.pollfds(), self._ring_fds)
+        return self._walk(self._rx_links, self._rx_all, self.options.spin_us * 1000, sleep)
 
     def _drain(self, link: Link) -> bool:
         """Walk ``link``'s ring alone (tests; the loop walks all links with ``_drain_all``)."""
@@ -389,7 +420,7 @@ class Daemon:
             return False
         return self._walk((entry,), (link,), 0)
 
-    def _walk(self, entries: tuple[Any, ...], links: tuple[Link, ...], spin_ns: int) -> bool:
+    def _walk(self, entries: tuple[Any, ...], links: tuple[Link, ...], spin_ns: int, sleep: Any = None) -> bool:
         router = self.router
         budget = self.options.budget
         now = self.clock()
@@ -399,7 +430,7 @@ class Daemon:
             fast = self.forwarding and self.capture is None and now < router.deadline
             lean = router.lean.c_state if fast and router.lean is not None else None
             done = self.ring_rx(entries, budget, now, fast, router.fast_tables, self._egress,
-                                self.partial_max, spin_ns, lean, self._send, self._lean_error, Output)
+                                self.partial_max, spin_ns, lean, self._send, self._lean_error, Output, sleep)
         else:
             done = self._walk_python(links, budget, now)
         resynced = False
@@ -409,7 +440,7 @@ class Daemon:
                 if lk.fast_state[ST_RX_PACKETS] == b and self._resync(lk):
                     resynced = True
         if resynced:  # frames were waiting elsewhere in the ring: take them now
-            return self._walk(entries, links, spin_ns)
+            return self._walk(entries, links, spin_ns)  # (no sleep: the loop's turn comes first)
         if done < budget:
             return False
         for lk in links:  # the budget ran out: is a frame still waiting?
@@ -474,6 +505,7 @@ class Daemon:
             links.append(link)
         self._rx_links = tuple(entries)
         self._rx_all = tuple(links)
+        self._ring_fds = tuple(lk.ring.fileno() for lk in links if lk.ring is not None)
 
     def _frame(self, link: Link, off: int, now: float) -> None:
         """One frame of ``link``'s ring (slot at ``off``), in Python: IPv4 through the engine and

@@ -21,10 +21,14 @@ from __future__ import annotations
 import array
 import functools
 import gc
+import select
+import signal
 import socket
 import struct
 import sys
 import tempfile
+import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ from passnat.io.afpacket import TP_STATUS_CSUMNOTREADY
 from passnat.io.daemon import Daemon
 from passnat.io.link import FAST_STATE_LEN, ST_FAST, ST_HEAD, ST_RX_PACKETS, ST_TX_BYTES, ST_TX_PACKETS
 from passnat.io.offload import GSO_TCPV4, GSO_UDP_L4
+from passnat.io.reactor import Reactor
 from passnat.nat.actions import Output
 from tests.io.fakes import (
     CONFIG,
@@ -570,3 +575,162 @@ def test_a_ring_smaller_than_the_budget_walks_each_frame_once(tmp_path: Path) ->
     assert done == 4 and state[ST_RX_PACKETS] == 4 and state[ST_FAST] == 4 and slow.offsets == []
     assert len(txs["lan1"].frames) - sent_before == 4
     assert state[ST_HEAD] == 0 and all(not ring.mm[i * 2048] & 1 for i in range(4))  # all handed back
+
+
+# ---------------------------------------------------------------- sleeping in C (the 13th argument)
+
+
+def _sleep(until: float, rings: list[socket.socket], others: tuple[socket.socket, ...] = ()) -> tuple[Any, ...]:
+    """ring_rx's sleep argument: sleep on ``rings`` (stand-ins for the rings' descriptors) and
+    ``others`` until ``until`` (time.monotonic())."""
+    fds = b"".join(struct.pack("=ihh", s.fileno(), select.POLLIN, 0) for s in [*rings, *others])
+    return (int(until * 1e9), fds, tuple(s.fileno() for s in rings))
+
+
+def _last_seen(d: Daemon, port: int) -> float:
+    return next(s["last"] for s in d.router.sessions(1.0) if s["inside_port"] == port)
+
+
+def test_a_frame_that_arrives_while_it_sleeps_is_forwarded_in_the_same_call(tmp_path: Path) -> None:
+    """After established flows only, the C loop sleeps on the descriptors itself; the frame that
+    wakes it is forwarded at once, with the clock read after the sleep as its session's last-seen."""
+    d, _rings, txs = _established(tmp_path)
+    ring, state = FakeRing(), _state()
+    ring.put([build(Spec("out", 0))])
+    bell, ringer = socket.socketpair()
+
+    def arrive() -> None:
+        time.sleep(0.2)
+        ring.put([build(Spec("out", 1))])
+        ringer.send(b"x")  # what the kernel's poll wake-up is for a real ring
+
+    sent_before = len(txs["lan1"].frames)
+    t = threading.Thread(target=arrive)
+    t0 = time.monotonic()
+    t.start()
+    try:
+        done = RX(*_call_args(d, ring, state, sleep=_sleep(t0 + 20.0, [bell])))
+    finally:
+        t.join()
+        bell.close()
+        ringer.close()
+    elapsed = time.monotonic() - t0
+    assert done == 2 and state[ST_FAST] == 2 and state[ST_HEAD] == 2
+    assert len(txs["lan1"].frames) - sent_before == 2
+    # woken for a slot it then found empty (the bell still rings): the daemon's turn, long before 20 s
+    assert 0.15 < elapsed < 10.0
+    assert _last_seen(d, FLOWS[0][2]) == 1.0  # the clock it was given
+    assert t0 < _last_seen(d, FLOWS[1][2]) < t0 + elapsed  # the clock read after the sleep
+
+
+def test_with_nothing_arriving_it_returns_when_the_turn_is_due(tmp_path: Path) -> None:
+    d, _rings, _ = _established(tmp_path)
+    ring, state = FakeRing(), _state()
+    ring.put([build(Spec("out", 0))])
+    bell, ringer = socket.socketpair()
+    t0 = time.monotonic()
+    try:
+        assert RX(*_call_args(d, ring, state, sleep=_sleep(t0 + 0.3, [bell]))) == 1
+    finally:
+        bell.close()
+        ringer.close()
+    assert 0.29 < time.monotonic() - t0 < 5.0
+
+
+def test_any_other_descriptor_signal_or_python_frame_ends_it_at_once(tmp_path: Path) -> None:
+    d, _rings, _ = _established(tmp_path)
+    bell, ringer = socket.socketpair()
+    ctl, client = socket.socketpair()
+    try:
+        # another descriptor ready (the control socket, the signal pipe): the daemon's turn
+        ring, state = FakeRing(), _state()
+        ring.put([build(Spec("out", 0))])
+        client.send(b"request")
+        t0 = time.monotonic()
+        assert RX(*_call_args(d, ring, state, sleep=_sleep(t0 + 20.0, [bell], (ctl,)))) == 1
+        assert time.monotonic() - t0 < 5.0
+        # a frame that went to Python (TTL 1): its effects may need the loop's turn, no sleep
+        ring, state, slow = FakeRing(), _state(), _Slow()
+        ring.put([build(Spec("out", 0)), build(Spec("out", 0, ttl=1))])
+        t0 = time.monotonic()
+        assert RX(*_call_args(d, ring, state, slow=slow, sleep=_sleep(t0 + 20.0, [bell]))) == 2
+        assert len(slow.offsets) == 1 and time.monotonic() - t0 < 5.0
+        # nothing walked at all: straight back (the loop's poll woke for something else)
+        ring, state = FakeRing(), _state()
+        t0 = time.monotonic()
+        assert RX(*_call_args(d, ring, state, sleep=_sleep(t0 + 20.0, [bell]))) == 0
+        assert time.monotonic() - t0 < 5.0
+        # a signal during the sleep (EINTR): back to Python, which runs its handler
+        got: list[int] = []
+        old = signal.signal(signal.SIGALRM, lambda signum, frame: got.append(signum))
+        try:
+            ring, state = FakeRing(), _state()
+            ring.put([build(Spec("out", 0))])
+            t0 = time.monotonic()
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            assert RX(*_call_args(d, ring, state, sleep=_sleep(t0 + 20.0, [bell]))) == 1
+            assert 0.15 < time.monotonic() - t0 < 10.0 and got == [signal.SIGALRM]
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        # a turn already due: no sleep
+        ring, state = FakeRing(), _state()
+        ring.put([build(Spec("out", 0))])
+        t0 = time.monotonic()
+        assert RX(*_call_args(d, ring, state, sleep=_sleep(t0 - 1.0, [bell]))) == 1
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        for s in (bell, ringer, ctl, client):
+            s.close()
+
+
+@pytest.mark.parametrize("sleep", [5, (1, "fds", ()), (1, b"abc", ()), (1.5, b"", ()), (1, b"", [3]),
+                                   (1, b"", tuple(range(17))), (1, b"", ("x",)), (1, b"")])
+def test_a_bad_sleep_argument_is_refused_before_any_slot_is_touched(tmp_path: Path, sleep: Any) -> None:
+    d, _rings, _ = _established(tmp_path)
+    ring, state = FakeRing(), _state()
+    ring.put([build(Spec("out", 0))])
+    before = bytes(ring.mm)
+    with pytest.raises((TypeError, ValueError)):
+        RX(*_call_args(d, ring, state, sleep=sleep))
+    assert bytes(ring.mm) == before and not any(state)
+
+
+def test_the_reactor_gives_every_watched_descriptor_as_struct_pollfd() -> None:
+    r = Reactor()
+    assert r.pollfds() == b""
+    r.watch(5, select.POLLIN, lambda ev: None)
+    r.watch(7, select.POLLIN | select.POLLOUT, lambda ev: None)
+    assert r.pollfds() == struct.pack("=ihhihh", 5, select.POLLIN, 0, 7, select.POLLIN | select.POLLOUT, 0)
+    r.modify(7, select.POLLOUT)
+    r.unwatch(5)
+    r.unwatch(9)  # never watched
+    assert r.pollfds() == struct.pack("=ihh", 7, select.POLLOUT, 0)
+
+
+def test_the_daemon_lets_the_c_walk_sleep_only_until_its_next_turn(tmp_path: Path) -> None:
+    """What _drain_all hands ring_rx as its sleep: the loop's next turn bounded by the engine's
+    deadline, every watched descriptor, the rings' descriptors; None whenever it may not sleep."""
+    d, _rings, _ = _established(tmp_path)
+    seen: list[Any] = []
+    d.ring_rx = lambda *args: seen.append(args[12]) or 0
+    d._ring_fds = (7, 8)
+    d.reactor.watch(7, select.POLLIN, lambda ev: None)
+    d._until = 0.0
+    d._drain_all()
+    assert seen[-1] is None  # the previous turn left frames waiting (or nothing said when to wake)
+    d._until = 100.0
+    d._drain_all()
+    assert seen[-1] is None  # the fake clock: the C walk could not read it after a sleep
+    d.clock = time.monotonic
+    d.router._deadline = float("inf")
+    d._drain_all()
+    assert seen[-1] == (100_000_000_000, struct.pack("=ihh", 7, select.POLLIN, 0), (7, 8))
+    d.router._deadline = 50.0  # an engine timer set since the turn was planned
+    d._drain_all()
+    assert seen[-1][0] == 50_000_000_000
+    for flag in ("stopping", "reload_requested"):
+        setattr(d, flag, True)
+        d._drain_all()
+        assert seen[-1] is None
+        setattr(d, flag, False)
