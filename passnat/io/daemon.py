@@ -108,6 +108,7 @@ _STAMP = struct.Struct("=II")  # tpacket2_hdr tp_sec, tp_nsec (at offset 16)
 _U32 = struct.Struct("=I")
 _H = struct.Struct("!H")
 _ICMP_RATE = 100.0  # host-unreachable messages per second (token bucket)
+_INF = float("inf")
 
 
 @dataclass(slots=True)
@@ -409,8 +410,11 @@ class Daemon:
         sleep = None
         if (self.ring_rx is not None and self._until > 0.0 and self.clock is time.monotonic
                 and not self.stopping and not self.reload_requested):
-            until = min(self._until, self.router.deadline)  # (the engine's clock is time.monotonic here)
-            sleep = (int(until * 1e9), self.reactor.pollfds(), self._ring_fds)
+            until, rd = self._until, self.router.deadline  # (the engine's clock is time.monotonic here)
+            if not rd >= until:  # an engine timer set since the turn was planned (or not a number)
+                until = rd
+            if 0.0 < until < _INF:  # not when the engine's timers are due at once (-inf after a reload)
+                sleep = (int(until * 1e9), self.reactor.pollfds(), self._ring_fds)
         return self._walk(self._rx_links, self._rx_all, self.options.spin_us * 1000, sleep)
 
     def _drain(self, link: Link) -> bool:

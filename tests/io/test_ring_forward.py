@@ -729,6 +729,11 @@ def test_the_daemon_lets_the_c_walk_sleep_only_until_its_next_turn(tmp_path: Pat
     d.router._deadline = 50.0  # an engine timer set since the turn was planned
     d._drain_all()
     assert seen[-1][0] == 50_000_000_000
+    for due in (float("-inf"), 0.0, float("nan")):  # timers due at once (a reload sets -inf)
+        d.router._deadline = due
+        d._drain_all()
+        assert seen[-1] is None
+    d.router._deadline = float("inf")
     for flag in ("stopping", "reload_requested"):
         setattr(d, flag, True)
         d._drain_all()
