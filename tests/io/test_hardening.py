@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from passnat import speedups
 from tests.io.netlab import PC, ROUTER_WAN, SRV, NetLab, Proc
 from tests.io.test_integration import Passnat
 
@@ -89,7 +90,10 @@ def test_a_flooding_host_does_not_lock_out_the_others(lab: NetLab, router: Passn
     router.start()
     serve = helper(lab, "srv", "serve", "7008", "7007", "60")
     serve.wait_line("ready")
-    rate = 10_000  # new flows a second: 20 s for 200,000
+    # new flows a second: 20 s for 200,000. The pure-Python data plane (PASSNAT_PURE=1) cannot make
+    # 10,000 sessions a second (with eviction it lost ~16 % at the full ring and the shedding program,
+    # the victim's frames among them): this test is about the table, not the CPU, so half that there
+    rate = 10_000 if speedups.module() is not None else 5_000
     flood = helper(lab, "pc", "flood", SRV, str(flows), str(rate))
     time.sleep(1.0)  # the flood has filled the share (integration tests may wait on real time)
     victim = helper(lab, "ls", "sessions", SRV, "7008", "7007", str(flows / rate - 3), "0.1")
