@@ -263,5 +263,5 @@ def test_any_mutation_is_imported_whole_or_rejected_whole(data: st.DataObject) -
     format_status_nat(status_nat(r, 5000.0))
     r.diagnose(5000.0)
     json.dumps(r.export_state(5001.0), allow_nan=False)
-    r.on_timer(1e6)  # everything expires cleanly
+    r.on_timer(5000.0 + persist.MAX_TIMEOUT + 10)  # everything expires cleanly, the longest valid timer too
     assert len(r.table) == 0
