@@ -273,6 +273,36 @@ def test_bulk_plus_incremental_equals_the_master_over_random_churn(seed: int, st
     assert view(b)["sessions"].keys() == view(a)["sessions"].keys()
 
 
+def test_a_remote_call_id_given_twice_goes_back_to_the_older_call_on_both_routers() -> None:
+    """A server gives calls from two inside hosts the same Call ID (771): outbound GRE with it is
+    the newer call's; when the newer call is cleared, the older call's again -- on the master, and
+    on a backup filled by a full transfer (the churn property above found the two differing)."""
+    a, sa, b, sb = pair()
+    pptp_call(a, PC1, 41001, 100, 771, 1.0)
+    pptp_call(a, PC2, 41002, 200, 771, 2.0)
+
+    def gre_out_hosts(r: passnat.Router, now: float) -> list[str]:
+        """Which inside hosts' GRE with Call ID 771 the router translates as PPTP GRE."""
+        hosts = []
+        for host in (PC1, PC2):
+            before = r.counters().get("gre_translated", 0)
+            out = r.handle("lan0", gre(host, SERVER, 771), now)
+            if r.counters().get("gre_translated", 0) > before:
+                assert [IP(o.packet).src for o in out] == [WAN_ADDR]
+                hosts.append(host)
+        return hosts
+
+    assert gre_out_hosts(a, 3.0) == [PC2]  # the newer call holds the ID
+    ctrl = next(s for s in a.table.all() if s.handler == "pptp" and _ntoa(s.in_addr) == PC2)
+    a.handle("lan0", raw(IP(src=PC2, dst=SERVER) / TCP(sport=ctrl.in_port, dport=1723, flags="PA", seq=169, ack=33)
+                         / raw(PPTPCallClearRequest(call_id=200))), 4.0)
+    assert gre_out_hosts(a, 5.0) == [PC1]  # cleared: the older call has it back
+    sa.discard()
+    bulk(sa, sb, 5.0, 5.0)
+    assert view(b) == view(a)
+    assert gre_out_hosts(b, 6.0) == [PC1]
+
+
 def test_base_config_is_shared() -> None:
     assert BASE.startswith('hostname "test"')
 

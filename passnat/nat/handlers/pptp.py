@@ -109,6 +109,10 @@ class PptpHandler(TcpUdpHandler):
         self.calls: dict[int, list[Call]] = {}  # control session id -> calls
         self.gre_in: dict[tuple[int, int, int], Call] = {}  # (global, remote, outside id)
         self.gre_out: dict[tuple[int, int, int], Call] = {}  # (global, remote, remote's id)
+        # every live call that holds a gre_out key, oldest first: a server that gives two calls
+        # from one global address the same Call ID (one it believes ended) hands the key to the
+        # newer call, and back to the older when the newer ends (_peer_on / _peer_off)
+        self.peer_calls: dict[tuple[int, int, int], list[Call]] = {}
         self.pools: dict[tuple[int, int], IdPool] = {}  # (global, remote) -> Call IDs
         self.lingering: list[tuple[float, Call]] = []
 
@@ -381,12 +385,36 @@ class PptpHandler(TcpUdpHandler):
         return call
 
     def _set_peer(self, call: Call, peer_id: int, now: float) -> None:
-        s = call.ctrl
-        if call.peer_id is not None:
-            self.gre_out.pop((s.out_addr, s.rem_addr, call.peer_id), None)
+        self._peer_off(call)
         call.peer_id = peer_id
-        self.gre_out[(s.out_addr, s.rem_addr, peer_id)] = call
+        self._peer_on(call)
         self._established(call, now)
+
+    def _peer_on(self, call: Call) -> None:
+        """Outbound GRE carrying the remote's Call ID of ``call`` goes to ``call`` (the newest wins)."""
+        if call.peer_id is None:
+            return
+        key = (call.ctrl.out_addr, call.ctrl.rem_addr, call.peer_id)
+        holders = self.peer_calls.setdefault(key, [])
+        if call not in holders:
+            holders.append(call)
+        self.gre_out[key] = call
+
+    def _peer_off(self, call: Call) -> None:
+        """``call`` no longer takes outbound GRE; an older live call with the same key takes it back."""
+        if call.peer_id is None:
+            return
+        key = (call.ctrl.out_addr, call.ctrl.rem_addr, call.peer_id)
+        holders = self.peer_calls.get(key)
+        if holders is not None and call in holders:
+            holders.remove(call)
+            if not holders:
+                del self.peer_calls[key]
+        if self.gre_out.get(key) is call:
+            if holders:
+                self.gre_out[key] = holders[-1]
+            else:
+                del self.gre_out[key]
 
     def _established(self, call: Call, now: float) -> None:
         if call.state == "opening":
@@ -405,8 +433,7 @@ class PptpHandler(TcpUdpHandler):
         s = call.ctrl
         if self.gre_in.get((s.out_addr, s.rem_addr, call.outside_id)) is call:
             del self.gre_in[(s.out_addr, s.rem_addr, call.outside_id)]
-        if call.peer_id is not None and self.gre_out.get((s.out_addr, s.rem_addr, call.peer_id)) is call:
-            del self.gre_out[(s.out_addr, s.rem_addr, call.peer_id)]
+        self._peer_off(call)
         if call.gre is not None:
             gre, call.gre = call.gre, None
             self.router.table.remove(gre)
@@ -447,8 +474,7 @@ class PptpHandler(TcpUdpHandler):
             call.peer_id = peer
             if state != "clearing":
                 self.gre_in[(s.out_addr, s.rem_addr, outside)] = call
-                if peer is not None:
-                    self.gre_out[(s.out_addr, s.rem_addr, peer)] = call
+                self._peer_on(call)
             else:
                 self.lingering.append((s.last + CLEAR_LINGER, call))
         self._sync(s)
@@ -476,11 +502,10 @@ class PptpHandler(TcpUdpHandler):
                 self.calls.setdefault(s.id, []).append(call)
                 self.gre_in[(s.out_addr, s.rem_addr, outside)] = call
             if peer != call.peer_id:
-                if call.peer_id is not None and self.gre_out.get((s.out_addr, s.rem_addr, call.peer_id)) is call:
-                    del self.gre_out[(s.out_addr, s.rem_addr, call.peer_id)]
+                self._peer_off(call)
                 call.peer_id = peer
-                if peer is not None and state != "clearing":
-                    self.gre_out[(s.out_addr, s.rem_addr, peer)] = call
+                if state != "clearing":
+                    self._peer_on(call)
             if state == "clearing" and call.state != "clearing":
                 call.state = "clearing"
                 self._drop_gre(call)
