@@ -302,13 +302,23 @@ class SyncState:
             dyn.clear()
         f, fr = [], []
         if fst:
+            states = self.router.filter.states
             pop = fst.pop
-            for _ in range(min(limit, len(fst))):
+            for _ in range(limit):
+                if not fst:
+                    break  # (a newer state below may leave with its predecessor)
                 st = pop()
                 if st.alive:
                     f.append(state_record(st))
                 else:
                     fr.append(list(st.key))
+                    # a newer state with the same key goes in the same message, after the removal
+                    # (the receiver applies removals first): its record may have gone in an earlier
+                    # message, which this removal would otherwise undo on the backup
+                    new = states.index.get(st.key)
+                    if new is not None and new.key == st.key and new.alive:
+                        fst.discard(new)
+                        f.append(state_record(new))
         return {"now": now, "next_id": table.next_id_value(), "s": recs, "r": removed, "d": d, "dr": dr,
                 "f": f, "fr": fr}
 

@@ -303,6 +303,35 @@ def test_a_remote_call_id_given_twice_goes_back_to_the_older_call_on_both_router
     assert gre_out_hosts(b, 6.0) == [PC1]
 
 
+class _InOrder(list):  # type: ignore[type-arg]
+    """A change set that pops in a chosen order (a set pops in an order of object addresses)."""
+
+    def discard(self, x: object) -> None:
+        if x in self:
+            self.remove(x)
+
+
+def test_a_filter_state_made_again_is_not_removed_on_the_backup_by_its_predecessor() -> None:
+    """A filter state that expired and was made again under the same key: if the change set pops
+    the new state's record into one message and the old one's removal into a later one, the
+    backup must still end with the new state (the churn property above found it, depending on
+    the order a set pops objects in)."""
+    a, sa, b, sb = pair()
+    one(a.handle("lan0", udp(PC1, SERVER, 5000, 53), 0.0))
+    incremental(sa, sb, 0.0, 0.0)
+    states = a.filter.states
+    (old,) = states.by_id.values()
+    a.on_timer(1000.0)  # the state and its session expire
+    one(a.handle("lan0", udp(PC1, SERVER, 5000, 53), 1000.0))
+    (new,) = states.by_id.values()
+    assert new is not old and new.key == old.key and not old.alive
+    states.changed = _InOrder([old, new])  # pop(): the new state first, the old one's removal after
+    while (msg := sa.take(1000.0, limit=1)) is not None:
+        sb.apply("update", wire(msg), 1000.0)
+    assert view(b) == view(a)
+    assert [st.key for st in b.filter.states.by_id.values()] == [new.key]
+
+
 def test_base_config_is_shared() -> None:
     assert BASE.startswith('hostname "test"')
 
