@@ -332,6 +332,21 @@ def test_a_filter_state_made_again_is_not_removed_on_the_backup_by_its_predecess
     assert [st.key for st in b.filter.states.by_id.values()] == [new.key]
 
 
+def test_a_fin_that_changes_no_tcp_state_still_reaches_the_backup() -> None:
+    """A FIN after the connection was reset changes only the session's FIN mask, not its state or
+    timer: the change is still sent (the churn property above found the backup without it)."""
+    a, sa, b, sb = pair()
+    for flags, now in (("S", 0.0), ("R", 1.0)):
+        a.handle("lan0", tcp(PC1, SERVER, 40000, 443, flags), now)
+    incremental(sa, sb, 1.0, 1.0)
+    (s,) = a.table.all()
+    state, fins = s.tcp_state, s.fins
+    a.handle("lan0", tcp(PC1, SERVER, 40000, 443, "FA"), 2.0)
+    assert s.tcp_state == state and s.fins != fins  # the case: only the mask moved
+    incremental(sa, sb, 2.0, 2.0)
+    assert view(b) == view(a)
+
+
 def test_base_config_is_shared() -> None:
     assert BASE.startswith('hostname "test"')
 

@@ -56,7 +56,10 @@ class TcpUdpHandler:
         if s.proto != PROTO_TCP or not pkt.flags & (tcp_track.SYN | tcp_track.FIN | tcp_track.RST):
             return
         state, fins = tcp_track.next_state(tcp_track.TcpState(s.tcp_state), s.fins, pkt.flags, outbound)
-        s.fins = fins
+        if fins != s.fins:
+            s.fins = fins
+            if state == s.tcp_state:
+                self.router.table.touched(s)  # (for HA sync: a FIN seen with no change of state)
         if state != s.tcp_state:
             s.tcp_state = state
             klass = self._klass(s)
